@@ -1,0 +1,1 @@
+"""Gradio demo and small demo scripts."""

@@ -1,0 +1,16 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def small_vocab():
+    from unimask.vocab import UnifiedVocab
+
+    return UnifiedVocab(text_size=40, image_codebook_size=16, action_vocab_size=12, state_bins=5)

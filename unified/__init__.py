@@ -1,0 +1,28 @@
+"""unimask: one masked discrete-diffusion Transformer for text, images and robot actions in one token space."""
+
+from __future__ import annotations
+
+import os
+
+# Nothing in unimask downloads from a model hub; make transformers/diffusers fail fast instead of trying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+__version__ = "0.1.0"
+
+from .model import MaskedDiffusionConfig, MaskedDiffusionOutput, MaskedDiffusionTransformer, PrefixCache  # noqa: E402
+from .sequence import SequenceBatch, SequenceBuilder, TokenSequence, collate  # noqa: E402
+from .vocab import Modality, UnifiedVocab, VocabError  # noqa: E402
+
+__all__ = [
+    "MaskedDiffusionConfig",
+    "MaskedDiffusionOutput",
+    "MaskedDiffusionTransformer",
+    "Modality",
+    "PrefixCache",
+    "SequenceBatch",
+    "SequenceBuilder",
+    "TokenSequence",
+    "UnifiedVocab",
+    "VocabError",
+    "collate",
+]

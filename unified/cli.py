@@ -1,0 +1,60 @@
+"""The `unimask` command line.
+
+Each subcommand lives in the module that owns its job and exposes `add_parser(subparsers)`, which registers the
+subcommand and sets `func` on it. The modules are imported lazily by name so `unimask --help` stays fast and an
+optional extra that is not installed only breaks the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Modules that register subcommands, in the order `--help` lists them.
+COMMAND_MODULES = [
+    "unimask.tokenizers.text",
+    "unimask.tokenizers.action",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from unimask import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="unimask",
+        description="One masked discrete-diffusion Transformer for text, images and robot actions.",
+    )
+    parser.add_argument("--version", action="version", version=f"unimask {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as err:
+            stub = subparsers.add_parser(name.rsplit(".", 1)[-1], help=f"(unavailable: {err})")
+            stub.set_defaults(func=lambda args, err=err: _missing_extra(err))
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def _missing_extra(err: ImportError) -> int:
+    print(f"unimask: this command needs a package that is not installed ({err}). "
+          "Install the extras with: pip install 'unimask[all]'", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

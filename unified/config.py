@@ -1,0 +1,127 @@
+"""YAML configuration files parsed into dataclasses.
+
+Every key must name a dataclass field: an unknown key raises `ConfigError` with its dotted path, so a typo never
+turns into a silently ignored setting. Command-line overrides use the same dotted paths (`train.lr=3e-4`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names its dotted path."""
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _strip_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    if value is None:
+        return None
+    tp = _strip_optional(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping of {tp.__name__} fields, got {value!r}.")
+        return from_dict(tp, value, path)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {value!r}.")
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        items = [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}.")
+        _, val_tp = typing.get_args(tp) or (Any, Any)
+        return {k: _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{path} must be a number, got {value!r}.") from None
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{path} must be of type {tp.__name__}, got {value!r}.")
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{path} must be an integer, got {value!r}.")
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
+    """Build dataclass `cls` from a plain dict, recursing into nested dataclasses; unknown keys raise."""
+    types_by_name = _field_types(cls)
+    unknown = sorted(set(data) - set(types_by_name))
+    if unknown:
+        where = f"{path}." if path else ""
+        known = ", ".join(sorted(types_by_name))
+        raise ConfigError(f"unknown config key {where}{unknown[0]}; the known keys here are: {known}.")
+    kwargs = {}
+    for name, value in data.items():
+        dotted = f"{path}.{name}" if path else name
+        kwargs[name] = _convert(value, types_by_name[name], dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{path or cls.__name__}: {err}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The plain-dict form of a config dataclass (what `save_config` writes)."""
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings to a nested dict; values are parsed as YAML scalars (`3e-4`, `true`, `[1, 2]`)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value.")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {part} is not a mapping.")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path, cls: type[T], overrides: list[str] | None = None) -> T:
+    """Read a YAML file into dataclass `cls`, after applying dotted `key=value` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist.")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping at the top level, got {type(data).__name__}.")
+    return from_dict(cls, apply_overrides(data, overrides or []))
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML (it loads back with `load_config`)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,202 @@
+"""The forward (masking) process and the masked-diffusion loss.
+
+Training draws one time t in (eps, 1) per sequence, stratified across the batch so a batch always covers the
+noise levels evenly (MDLM's antithetic sampling). Each target payload token is replaced by [MASK] independently with
+probability p = schedule(t), where the schedule depends on the token's modality (linear for text as in LLaDA, cosine
+for image codes as in MaskGIT). The loss is the cross entropy on masked positions weighted by 1/p (the ELBO weight of
+LLaDA/MDLM), summed and divided by the number of target tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .sequence import SequenceBatch
+from .vocab import Modality, UnifiedVocab
+
+MaskSchedule = Callable[[torch.Tensor], torch.Tensor]
+MASK_SCHEDULES: dict[str, MaskSchedule] = {}
+
+
+def register_mask_schedule(name: str):
+    """Register `fn(t) -> p_mask`, monotone with fn(0) = 0 and fn(1) = 1, under `name`."""
+
+    def wrap(fn: MaskSchedule) -> MaskSchedule:
+        MASK_SCHEDULES[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_mask_schedule("linear")
+def linear_schedule(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@register_mask_schedule("cosine")
+def cosine_schedule(t: torch.Tensor) -> torch.Tensor:
+    # MaskGIT's mask ratio cos(pi/2 * r) written in terms of t = 1 - r.
+    return torch.sin(0.5 * math.pi * t)
+
+
+@register_mask_schedule("pow2")
+def pow2_schedule(t: torch.Tensor) -> torch.Tensor:
+    # MaskGIT's "pow" ratio 1 - r^2 written in terms of t = 1 - r.
+    return 1 - (1 - t) ** 2
+
+
+def get_mask_schedule(name: str) -> MaskSchedule:
+    if name not in MASK_SCHEDULES:
+        raise ValueError(f"unknown mask schedule {name!r}; registered: {sorted(MASK_SCHEDULES)}.")
+    return MASK_SCHEDULES[name]
+
+
+def _default_schedules() -> dict[str, str]:
+    return {"text": "linear", "image": "cosine", "action": "linear", "state": "linear"}
+
+
+@dataclass
+class MaskingConfig:
+    schedules: dict[str, str] = field(default_factory=_default_schedules)  # modality name -> mask schedule name
+    eps: float = 1e-3  # t is drawn from (eps, 1) so the 1/p weight stays bounded
+    p_uncond: float = 0.1  # probability that a conditional sequence's condition is replaced by [MASK] (for CFG)
+    complementary: bool = False  # also train on the complement of each mask, so every target token is supervised
+    task_weights: dict[str, float] = field(default_factory=dict)  # per-task loss weights; missing tasks weigh 1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.eps < 1:
+            raise ValueError(f"`eps` must be in (0, 1), got {self.eps}.")
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"`p_uncond` must be in [0, 1), got {self.p_uncond}.")
+        for modality, name in self.schedules.items():
+            if modality not in ("text", "image", "action", "state"):
+                raise ValueError(f"`schedules` has unknown modality {modality!r}; use text, image, action or state.")
+            get_mask_schedule(name)
+
+
+@dataclass
+class MaskedBatch:
+    """A batch after the forward process. With complementary masking it has twice the rows of the clean batch."""
+
+    clean: SequenceBatch  # the (possibly doubled) clean batch; `clean.input_ids` are the loss targets
+    input_ids: torch.Tensor  # (B, L) noisy ids fed to the model
+    masked: torch.Tensor  # (B, L) bool: target positions replaced by [MASK] (the loss positions)
+    p_mask: torch.Tensor  # (B, L) float: probability with which each position was masked
+    t: torch.Tensor  # (B,) the sampled times
+    condition_dropped: torch.Tensor  # (B,) bool: condition replaced by [MASK] for the unconditional branch
+
+
+@dataclass
+class DiffusionLoss:
+    loss: torch.Tensor  # scalar to backpropagate
+    per_task: dict[str, float]  # each task's share of the loss, normalised by that task's target tokens
+    num_masked: int  # masked tokens in the batch
+    num_targets: int  # target tokens in the batch
+
+
+def stratified_times(batch_size: int, eps: float, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """One t per row in (eps, 1): row i gets a uniform draw from its own stratum of width 1/B, in shuffled order."""
+    strata = torch.randperm(batch_size, generator=generator, device=device)
+    u = torch.rand(batch_size, generator=generator, device=device)
+    return eps + (1 - eps) * (strata + u) / batch_size
+
+
+def mask_probabilities(batch: SequenceBatch, t: torch.Tensor, config: MaskingConfig) -> torch.Tensor:
+    """(B, L) float: schedule_{modality}(t_row) at target payload positions, 0 elsewhere."""
+    p = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=batch.input_ids.device)
+    names = {**_default_schedules(), **config.schedules}
+    target = batch.target_mask
+    for modality in (Modality.TEXT, Modality.IMAGE, Modality.ACTION, Modality.STATE):
+        where = target & (batch.modality_ids == int(modality))
+        if bool(where.any()):
+            p_row = get_mask_schedule(names[modality.name.lower()])(t.float())  # (B,)
+            p = torch.where(where, p_row[:, None].expand_as(p), p)
+    return p
+
+
+def _double(batch: SequenceBatch) -> SequenceBatch:
+    def twice(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x], dim=0)
+
+    return SequenceBatch(twice(batch.input_ids), twice(batch.segment_ids), twice(batch.content_mask),
+                         twice(batch.modality_ids), twice(batch.position_ids), batch.tasks + batch.tasks)
+
+
+def forward_process(batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingConfig,
+                    generator: torch.Generator | None = None) -> MaskedBatch:
+    """Mask target tokens (and drop conditions) as the training objective prescribes."""
+    device = batch.input_ids.device
+    rows = len(batch)
+    t = stratified_times(rows, config.eps, generator, device)
+    p = mask_probabilities(batch, t, config)
+    target = batch.target_mask
+    masked = target & (torch.rand(p.shape, generator=generator, device=device) < p)
+    has_condition = batch.condition_mask.any(dim=1)
+    dropped = has_condition & (torch.rand(rows, generator=generator, device=device) < config.p_uncond)
+    if config.complementary:
+        batch = _double(batch)
+        complement = target & ~masked
+        masked = torch.cat([masked, complement], dim=0)
+        # The complement row is a draw of masking with probability 1 - p; clamp keeps its weight finite at p -> 1.
+        p = torch.cat([p, torch.where(target, (1 - p).clamp(min=config.eps), p)], dim=0)
+        t = torch.cat([t, 1 - t], dim=0)
+        dropped = torch.cat([dropped, dropped], dim=0)
+        target = batch.target_mask
+    noisy = batch.input_ids.masked_fill(masked, vocab.mask_id)
+    noisy = torch.where(dropped[:, None] & batch.condition_mask, vocab.mask_id, noisy)
+    return MaskedBatch(batch, noisy, masked, p, t, dropped)
+
+
+def modality_logit_bias(vocab: UnifiedVocab, device: torch.device | str | None = None,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(num_modalities, V): 0 where a target of that modality may take the id, -inf elsewhere.
+
+    Rows for modalities the vocabulary lacks (or that are never targets) allow everything but [MASK].
+    """
+    bias = torch.zeros(len(Modality), vocab.size, dtype=dtype, device=device)
+    bias[:, vocab.mask_id] = float("-inf")
+    for modality in (Modality.TEXT, Modality.IMAGE, Modality.ACTION, Modality.STATE):
+        start, stop = vocab.range_of(modality)
+        if stop > start:
+            bias[modality] = torch.where(vocab.allowed_mask(modality, device=device), 0.0, float("-inf"))
+    return bias
+
+
+def diffusion_loss(logits: torch.Tensor, masked_batch: MaskedBatch, vocab: UnifiedVocab,
+                   task_weights: dict[str, float] | None = None) -> DiffusionLoss:
+    """ELBO-weighted cross entropy on masked positions, normalised by the number of target tokens.
+
+    Logits are restricted to the position's modality (as decoding does), so no probability is spent on ids a
+    target can never take.
+    """
+    batch = masked_batch.clean
+    target = batch.target_mask
+    num_targets = int(target.sum())
+    if num_targets == 0:
+        raise ValueError("the batch has no target tokens; every sequence needs a target segment.")
+    masked = masked_batch.masked
+    bias = modality_logit_bias(vocab, device=logits.device, dtype=logits.dtype)
+    masked_logits = logits[masked] + bias[batch.modality_ids[masked]]  # (N, V)
+    ce = F.cross_entropy(masked_logits.float(), batch.input_ids[masked], reduction="none")  # (N,)
+    weight = 1.0 / masked_batch.p_mask[masked]
+    row_weight = torch.tensor([(task_weights or {}).get(task, 1.0) for task in batch.tasks],
+                              dtype=torch.float32, device=logits.device)
+    rows = masked.nonzero()[:, 0]
+    weighted = ce * weight * row_weight[rows]
+    loss = weighted.sum() / num_targets
+
+    per_task: dict[str, float] = {}
+    targets_per_row = target.sum(dim=1)
+    unweighted = (ce * weight).detach()
+    for task in sorted(set(batch.tasks)):
+        row_is_task = torch.tensor([t == task for t in batch.tasks], device=logits.device)
+        n = int(targets_per_row[row_is_task].sum())
+        if n:
+            per_task[task] = float(unweighted[row_is_task[rows]].sum()) / n
+    return DiffusionLoss(loss, per_task, int(masked.sum()), num_targets)

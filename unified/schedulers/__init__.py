@@ -1,0 +1,1 @@
+"""Unmasking schedulers, one per modality (diffusers-style: no model inside)."""
