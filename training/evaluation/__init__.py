@@ -1,0 +1,1 @@
+"""Evaluation: independent judges of generated images, caption metrics, closed-loop robot rollouts."""

@@ -1,0 +1,161 @@
+"""Closed-loop evaluation on Meta-World MT10 through a gymnasium-style environment.
+
+`MetaWorldEnv` renders the same camera and frame size as the `metaworld` dataset writer and exposes what a policy
+may see: the RGB frame, the proprioceptive state (end-effector xyz + gripper, `obs[:4]`) and the instruction.
+`evaluate_policy` runs receding-horizon rollouts: the policy returns an action chunk, the first `execute_steps`
+actions are executed, then it re-plans, until success or the step cap.
+
+Evaluation seeds default to `EVAL_SEED_BASE + task_index * 10**4 + i`, a range the dataset writer never uses for a
+data seed below 100 (its seeds are `seed * 10**6 + task_index * 10**4 + i`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from unimask.training.metaworld_demos import (INSTRUCTIONS, MT10_TASKS, STATE_DIM, FrameRenderer, make_env,
+                                              make_policy, reset_episode)
+
+EVAL_SEED_BASE = 10**8
+Policy = Callable[[dict[str, Any]], np.ndarray]
+
+
+def eval_seeds(task: str, episodes: int, base: int = EVAL_SEED_BASE) -> list[int]:
+    """Default evaluation seeds of a task (disjoint from the dataset writer's)."""
+    return [base + MT10_TASKS.index(task) * 10**4 + i for i in range(episodes)]
+
+
+class MetaWorldEnv:
+    """gymnasium-style (`reset(seed=)`, `step(action)`, `render()`, `close()`) wrapper of one MT10 task.
+
+    Observations are dicts: `image` uint8 [S, S, 3], `state` float32 [4], `instruction` str, and `privileged` (the
+    full Meta-World observation, with object and goal positions) which only oracle baselines may read.
+    `terminated` is True on success; `truncated` when `max_steps` actions have been taken.
+    """
+
+    def __init__(self, task: str, image_size: int = 64, camera: str = "front", max_steps: int = 200,
+                 instruction: str | None = None):
+        if task not in MT10_TASKS:
+            raise ValueError(f"`task` must be one of {MT10_TASKS}, got {task!r}.")
+        if max_steps < 1:
+            raise ValueError(f"`max_steps` must be >= 1, got {max_steps}.")
+        import gymnasium
+
+        self.task = task
+        self.max_steps = max_steps
+        self.instruction = instruction or INSTRUCTIONS[task][0]
+        self._env = make_env(task)
+        self._renderer = FrameRenderer(self._env, image_size=image_size, camera=camera)
+        self.observation_space = gymnasium.spaces.Dict({
+            "image": gymnasium.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
+            "state": gymnasium.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+        })
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self._steps = 0
+        self._raw: np.ndarray | None = None
+
+    def _observation(self) -> dict[str, Any]:
+        return {"image": self._renderer.render(), "state": self._raw[:STATE_DIM].astype(np.float32),
+                "instruction": self.instruction, "privileged": self._raw}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict[str, Any], dict]:
+        if seed is None:
+            raise ValueError("`seed` is required: Meta-World episodes are reproducible only from an explicit seed.")
+        self._raw = reset_episode(self._env, seed)
+        self._steps = 0
+        return self._observation(), {"task": self.task, "seed": seed}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict]:
+        if self._raw is None:
+            raise RuntimeError("call reset(seed=...) before step().")
+        action = np.asarray(action, dtype=np.float32).reshape(-1)
+        if action.shape != (4,) or not np.isfinite(action).all():
+            raise ValueError(f"`action` must be 4 finite numbers, got {action!r}.")
+        self._raw, reward, _, _, info = self._env.step(np.clip(action, -1.0, 1.0))
+        self._steps += 1
+        success = bool(info["success"])
+        return self._observation(), float(reward), success, self._steps >= self.max_steps, {"success": success}
+
+    def render(self) -> np.ndarray:
+        return self._renderer.render()
+
+    def close(self) -> None:
+        self._renderer.close()
+
+
+@dataclass
+class Rollout:
+    task: str
+    seed: int
+    success: bool
+    steps: int  # actions executed
+    chunk_latency_s: list[float] = field(default_factory=list)  # policy wall time per chunk
+    frames: list[np.ndarray] = field(default_factory=list)  # when recorded
+
+
+def rollout(policy: Policy, env: MetaWorldEnv, seed: int, execute_steps: int | None = None,
+            record_frames: bool = False) -> Rollout:
+    """One receding-horizon episode: ask `policy(observation)` for a chunk [H, 4], execute up to `execute_steps` of
+    it (all by default), re-plan."""
+    obs, _ = env.reset(seed=seed)
+    result = Rollout(env.task, seed, False, 0)
+    if record_frames:
+        result.frames.append(obs["image"])
+    while True:
+        start = time.perf_counter()
+        chunk = np.asarray(policy(obs), dtype=np.float32)
+        result.chunk_latency_s.append(time.perf_counter() - start)
+        if chunk.ndim != 2 or chunk.shape[1] != 4 or len(chunk) == 0:
+            raise ValueError(f"the policy must return an action chunk of shape [H, 4], got {chunk.shape}.")
+        for action in chunk[: execute_steps or len(chunk)]:
+            obs, _, terminated, truncated, _ = env.step(action)
+            result.steps += 1
+            if record_frames:
+                result.frames.append(obs["image"])
+            if terminated or truncated:
+                result.success = terminated
+                return result
+
+
+def expert_policy(task: str) -> Policy:
+    """The scripted Meta-World expert as an oracle baseline (reads the privileged observation; one-step chunks)."""
+    expert = make_policy(task)
+    return lambda obs: np.clip(expert.get_action(obs["privileged"]), -1, 1)[None]
+
+
+def evaluate_policy(make_policy_for: Callable[[str], Policy], tasks: Sequence[str] = MT10_TASKS,
+                    episodes: int = 5, seeds: dict[str, list[int]] | None = None, image_size: int = 64,
+                    camera: str = "front", max_steps: int = 200, execute_steps: int | None = None,
+                    progress: bool = True) -> dict[str, Any]:
+    """Per-task and average success, mean episode length and policy latency per chunk."""
+    from tqdm.auto import tqdm
+
+    per_task: dict[str, dict[str, Any]] = {}
+    latencies: list[float] = []
+    bar = tqdm(total=len(tasks) * episodes, desc="mt10 rollouts", disable=not progress)
+    for task in tasks:
+        env = MetaWorldEnv(task, image_size=image_size, camera=camera, max_steps=max_steps)
+        policy = make_policy_for(task)
+        task_seeds = (seeds or {}).get(task) or eval_seeds(task, episodes)
+        results = []
+        for seed in task_seeds:
+            results.append(rollout(policy, env, seed, execute_steps))
+            bar.update(1)
+        env.close()
+        latencies += [s for r in results for s in r.chunk_latency_s]
+        per_task[task] = {"success": float(np.mean([r.success for r in results])),
+                          "mean_steps": float(np.mean([r.steps for r in results])),
+                          "seeds": [r.seed for r in results],
+                          "successes": [r.success for r in results]}
+        bar.set_postfix(task=task, success=f"{per_task[task]['success']:.2f}")
+    bar.close()
+    return {"average_success": float(np.mean([v["success"] for v in per_task.values()])),
+            "mean_steps": float(np.mean([v["mean_steps"] for v in per_task.values()])),
+            "latency_per_chunk_s": float(np.mean(latencies)) if latencies else None,
+            "per_task": per_task,
+            "settings": {"episodes": episodes, "image_size": image_size, "camera": camera, "max_steps": max_steps,
+                         "execute_steps": execute_steps}}
