@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 COMMAND_MODULES = [
     "unimask.tokenizers.text",
     "unimask.tokenizers.action",
+    "unimask.training.vq_trainer",
     "unimask.training.data_cli",
 ]
 

@@ -1,0 +1,62 @@
+"""Actions: the whole chunk in a few confidence-ordered parallel steps.
+
+With N action tokens and S steps (1 to 4 is the intended range), after step s round(N * (1 - (s + 1) / S)) tokens stay
+masked, so every token is committed by the last step. Each step predicts every masked token (argmax at temperature
+0) and commits the most confident ones. With `remask_threshold`, tokens committed at earlier steps whose probability
+under the current step's logits fell below the threshold are masked again (Discrete-Diffusion-VLA's secondary
+re-masking), except at the last step; the re-masked tokens are decided again in later steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import (NotReadyError, SchedulerOutput, check_non_negative, check_positive_int, sample_tokens,
+                   token_probability, top_k_mask)
+
+
+class ActionUnmaskingScheduler:
+    def __init__(self, mask_id: int, temperature: float = 0.0, remask_threshold: float | None = None):
+        if remask_threshold is not None and not 0 < remask_threshold < 1:
+            raise ValueError(f"`remask_threshold` must be in (0, 1) or None, got {remask_threshold!r}.")
+        self.mask_id = mask_id
+        self.temperature = check_non_negative("temperature", temperature)
+        self.remask_threshold = remask_threshold
+        self._ready = False
+
+    def set_timesteps(self, num_steps: int, num_tokens: int, given: torch.Tensor | None = None) -> None:
+        """`given` (B, N) bool marks tokens supplied by the caller (infill); they are never re-masked."""
+        check_positive_int("num_steps", num_steps)
+        check_positive_int("num_tokens", num_tokens)
+        self.num_steps = num_steps
+        self.num_tokens = num_tokens
+        self.given = given
+        self.step_index = 0
+        self._ready = True
+
+    def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
+             ) -> SchedulerOutput:
+        if not self._ready:
+            raise NotReadyError("call set_timesteps(num_steps, num_tokens) before step().")
+        if self.step_index >= self.num_steps:
+            raise RuntimeError(f"all {self.num_steps} steps are done; call set_timesteps again for a new run.")
+        B, N = tokens.shape
+        last = self.step_index == self.num_steps - 1
+        masked = tokens == self.mask_id
+        if self.remask_threshold is not None and self.step_index > 0 and not last:
+            current = token_probability(logits, tokens.clamp(max=logits.shape[-1] - 1))
+            given = self.given if self.given is not None else torch.zeros_like(masked)
+            doubtful = ~masked & ~given & (current < self.remask_threshold)
+            tokens = torch.where(doubtful, self.mask_id, tokens)
+            masked = masked | doubtful
+        predicted = sample_tokens(logits, self.temperature, generator)
+        confidence = torch.where(masked, token_probability(logits, predicted), torch.tensor(float("-inf")))
+        remaining_after = round(N * (1 - (self.step_index + 1) / self.num_steps))
+        commit_count = (masked.sum(dim=1) - remaining_after).clamp(min=1)
+        if last:
+            commit_count = masked.sum(dim=1)
+        commit = top_k_mask(confidence, commit_count) & masked
+        new_tokens = torch.where(commit, predicted, tokens)
+        self.step_index += 1
+        done = ~(new_tokens == self.mask_id).any(dim=1)
+        return SchedulerOutput(new_tokens, commit, confidence, done)

@@ -1,0 +1,62 @@
+"""What every unmasking scheduler shares: the step output, logit restriction and confidence helpers.
+
+A scheduler holds no model. The sampler calls the model, applies guidance and hands the scheduler the logits of the
+target positions; the scheduler says which masked positions to commit, and with which tokens, at this step.
+`set_timesteps(...)` resets all per-run state; `step` before it raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SchedulerOutput:
+    tokens: torch.Tensor  # (B, N) long: the target after this step ([MASK] where still masked)
+    committed: torch.Tensor  # (B, N) bool: positions written at this step
+    confidence: torch.Tensor  # (B, N) float: the score used to choose them (-inf where not a candidate)
+    done: torch.Tensor  # (B,) bool: the row needs no further model call
+
+
+def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard Gumbel noise in float64 (float32 Gumbel ties too often at low temperature, as LLaDA notes)."""
+    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+    return -torch.log(-torch.log(u.clamp(min=1e-20, max=1 - 1e-16)))
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """argmax(logits / T + Gumbel) (a categorical draw at temperature T); T = 0 is plain argmax."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    noisy = logits.double() / temperature + gumbel_noise(logits.shape, generator, logits.device)
+    return noisy.argmax(dim=-1)
+
+
+def token_probability(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Softmax probability of the chosen tokens, (B, N)."""
+    return torch.softmax(logits.float(), dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
+
+
+def top_k_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool: the k[b] highest scores of each row (ties broken by position)."""
+    order = scores.argsort(dim=-1, descending=True, stable=True)
+    ranks = order.argsort(dim=-1)
+    return ranks < k[:, None]
+
+
+def check_positive_int(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    return value
+
+
+def check_non_negative(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"`{name}` must be a number >= 0, got {value!r}.")
+    return float(value)
+
+
+class NotReadyError(RuntimeError):
+    """`step` was called before `set_timesteps`."""
