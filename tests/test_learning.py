@@ -2,9 +2,10 @@
 
 import torch
 
-from unimask.decoding import confidence_decode
 from unimask.masking import MaskingConfig
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
+from unimask.sampler import generate
+from unimask.schedulers.action import ActionUnmaskingScheduler
 from unimask.sequence import SequenceBuilder, collate
 from unimask.training.minimal import train_minimal
 from unimask.vocab import UnifiedVocab
@@ -35,9 +36,9 @@ def test_tiny_model_learns_conditional_mapping():
                            generator=g, stop_when=lambda step, loss: step > 200 and loss < 0.01)
 
     test_codes = torch.randint(0, CODEBOOK, (256, N_IMAGE), generator=torch.Generator().manual_seed(123))
-    batch = collate([builder.vla(c, [1], None) for c in test_codes], pad_id=vocab.pad_id)
-    decoded = confidence_decode(model, batch, vocab, steps=4)
-    predicted = vocab.id_to_action(decoded[batch.target_mask].view(256, N_ACTION))
+    batch = collate([builder.vla(c, [1], None) for c in test_codes], pad_id=vocab.pad_id, padding_side="left")
+    decoded = generate(model, batch, vocab, ActionUnmaskingScheduler(vocab.mask_id), num_steps=4).tokens
+    predicted = vocab.id_to_action(decoded)
     accuracy = float((predicted == target_of(test_codes)).float().mean())
     assert result.losses[-1] < result.losses[0] / 10
     assert accuracy >= 0.95, f"token accuracy {accuracy:.3f} after {result.steps} steps"

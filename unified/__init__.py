@@ -22,7 +22,17 @@ __all__ = [
     "SequenceBatch",
     "SequenceBuilder",
     "TokenSequence",
+    "UnifiedPipeline",
     "UnifiedVocab",
     "VocabError",
     "collate",
 ]
+
+
+def __getattr__(name: str):
+    # The pipeline pulls in tokenizers (and diffusers for images): import it only when asked for.
+    if name == "UnifiedPipeline":
+        from .pipeline import UnifiedPipeline
+
+        return UnifiedPipeline
+    raise AttributeError(f"module 'unimask' has no attribute {name!r}")

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unimask import UnifiedPipeline
+from unimask.bundle import Bundle, BundleSettings
+from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
+from unimask.tokenizers.action import BinActionTokenizer
+from unimask.tokenizers.image import VQImageTokenizer, build_vqmodel
+from unimask.tokenizers.text import train_text_tokenizer, vocab_for
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("bundle")
+    torch.manual_seed(0)
+    text = train_text_tokenizer(["the digit seven", "open the drawer", "a red square"] * 5, vocab_size=280)
+    image = VQImageTokenizer(build_vqmodel(32, (8, 16), latent_channels=4, codebook_size=16, norm_num_groups=4))
+    rng = np.random.default_rng(0)
+    actions = BinActionTokenizer(n_bins=16).fit(rng.uniform(-1, 1, (100, 4)))
+    state = BinActionTokenizer(n_bins=8).fit(rng.uniform(-1, 1, (100, 3)))
+    vocab = vocab_for(text, image_codebook_size=16, action_vocab_size=16, state_bins=8)
+    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=vocab.size, d_model=32, n_layers=1,
+                                                             n_heads=2, max_seq_len=512))
+    settings = BundleSettings(caption_length=8, image_tokens=256, action_tokens=8, action_horizon=2, action_dim=4,
+                              state_dim=3)
+    Bundle(model, vocab, settings, text, image, actions, state).save(directory)
+    return UnifiedPipeline.from_pretrained(directory)
+
+
+def frames(n):
+    return [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(n)]
+
+
+def test_caption_and_generate_text(pipe):
+    captions = pipe.caption(frames(2), steps=4, seed=0)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    assert pipe.caption(frames(2), steps=4, seed=0) == captions  # deterministic
+    out = pipe.caption(frames(1), steps=4, return_trajectory=True)
+    assert out.forward_passes <= 4 and len(out.trajectory) == out.forward_passes
+    assert len(pipe.generate_text(["the digit"], steps=4)) == 1
+
+
+def test_text_to_image_with_trajectory(pipe):
+    out = pipe.text_to_image(["a red square", "the digit seven"], steps=4, guidance_scale=2.0, seed=1,
+                             return_trajectory=True)
+    assert len(out.outputs) == 2 and isinstance(out.outputs[0], Image.Image) and out.outputs[0].size == (32, 32)
+    assert len(out.trajectory_images) == 4 and len(out.trajectory_images[0]) == 2
+    masked = [int((t == pipe.vocab.mask_id).sum(dim=1)[0]) for t in out.trajectory]
+    assert masked[-1] == 0 and masked == sorted(masked, reverse=True)
+    again = pipe.text_to_image(["a red square", "the digit seven"], steps=4, guidance_scale=2.0, seed=1)
+    assert np.array_equal(np.asarray(again[0]), np.asarray(out.outputs[0]))
+
+
+def test_act_returns_real_units_and_respects_state(pipe):
+    actions = pipe.act(frames(3), ["open the drawer"] * 3, state=np.zeros((3, 3)), steps=2)
+    assert actions.shape == (3, 2, 4) and actions.dtype == np.float32
+    low, high = pipe.bundle.action_tokenizer.normalizer.low, pipe.bundle.action_tokenizer.normalizer.high
+    assert (actions >= low - 1e-6).all() and (actions <= high + 1e-6).all()
+    with pytest.raises(ValueError, match="trained with state tokens"):
+        pipe.act(frames(1), ["open the drawer"])
+    with pytest.raises(ValueError, match=r"`state` must have shape \(1, 3\)"):
+        pipe.act(frames(1), ["open the drawer"], state=np.zeros((1, 4)))
+
+
+def test_infill_keeps_given_tokens(pipe):
+    target = torch.full((1, 8), -1)
+    target[0, :4] = torch.tensor([1, 2, 3, 4])
+    done = pipe.infill("vla", {"images": frames(1), "instructions": ["open the drawer"], "state": np.zeros((1, 3))},
+                       target, steps=2)
+    assert done[0, :4].tolist() == [1, 2, 3, 4] and (done >= 0).all() and (done < 16).all()
+
+
+def test_bad_inputs_name_the_argument(pipe):
+    with pytest.raises(ValueError, match="`prompts` is empty"):
+        pipe.text_to_image([])
+    with pytest.raises(TypeError, match="`prompts` must be a list"):
+        pipe.text_to_image("a red square")
+    with pytest.raises(ValueError, match="`steps` must be an integer >= 1, got 0"):
+        pipe.text_to_image(["a red square"], steps=0)
+    with pytest.raises(TypeError, match="unknown scheduler option"):
+        pipe.text_to_image(["a red square"], choice_temp=2.0)
+    with pytest.raises(ValueError, match="more than max_condition_text"):
+        pipe.text_to_image(["red " * 200])
+    with pytest.raises(ValueError, match="non-empty string"):
+        pipe.act(frames(1), [""], state=np.zeros((1, 3)))
+    with pytest.raises(Exception, match="PIL image"):
+        pipe.caption(["not an image"])
+    with pytest.raises(ValueError, match="2 images but 1 instructions"):
+        pipe.act(frames(2), ["x"], state=np.zeros((2, 3)))
