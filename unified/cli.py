@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "unimask.tokenizers.action",
     "unimask.training.vq_trainer",
     "unimask.training.data_cli",
+    "unimask.training.trainer",
 ]
 
 

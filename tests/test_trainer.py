@@ -1,0 +1,101 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer_fixtures import make_setup, write_config
+from unimask.config import load_config
+from unimask.model import MaskedDiffusionTransformer
+from unimask.training.distributed import latest_tag
+from unimask.training.train_config import TrainConfig
+
+TESTS = Path(__file__).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
+       "PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return make_setup(tmp_path_factory.mktemp("trainer") / "setup")["root"]
+
+
+def run_cli(args, env=None, check=True):
+    out = subprocess.run([sys.executable, "-m", "unimask.cli", *args], capture_output=True, text=True,
+                         env=env or ENV, timeout=900)
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_single_process_trains_and_export_matches_engine(setup, tmp_path):
+    from unimask.training.trainer import Trainer
+
+    config = load_config(write_config(setup, tmp_path / "run", steps=40), TrainConfig, ["optim.warmup=5"])
+    trainer = Trainer(config)
+    losses = []
+    step = trainer.train_step
+    trainer.train_step = lambda batch: (lambda m: losses.append(m["loss"]) or m)(step(batch))
+    trainer.train()
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
+    trainer.export(tmp_path / "bundle", use_ema=False)
+    loaded = MaskedDiffusionTransformer.from_pretrained(tmp_path / "bundle")
+    ids = torch.randint(0, loaded.config.vocab_size, (2, 20))
+    trainer.engine.module.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, trainer.engine.module(ids).logits)
+    assert (tmp_path / "run" / "tensorboard").is_dir() and (tmp_path / "run" / "config.yaml").is_file()
+    run_cli(["export", str(tmp_path / "run"), "--out", str(tmp_path / "bundle2")])
+    again = MaskedDiffusionTransformer.from_pretrained(tmp_path / "bundle2")
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, loaded(ids).logits)
+
+
+def test_resume_reproduces_the_uninterrupted_run(setup, tmp_path):
+    """Tolerance: parameters equal within 1e-6 (fp32, same data, same masking draws)."""
+    straight = write_config(setup, tmp_path / "straight", steps=12)
+    run_cli(["train", "--config", str(straight), "--export", str(tmp_path / "a")])
+    split = write_config(setup, tmp_path / "split", steps=12)
+    run_cli(["train", "--config", str(split), "--stop-after", "6"])
+    assert latest_tag(tmp_path / "split" / "checkpoints") == "step00000006"
+    run_cli(["train", "--config", str(split), "--export", str(tmp_path / "b")])
+    a = MaskedDiffusionTransformer.from_pretrained(tmp_path / "a").state_dict()
+    b = MaskedDiffusionTransformer.from_pretrained(tmp_path / "b").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+
+
+def test_sigkill_during_checkpoint_write_resumes_from_previous_good_one(setup, tmp_path):
+    config = write_config(setup, tmp_path / "run", steps=12)
+    killed = run_cli(["train", "--config", str(config)], env={**ENV, "UNIMASK_KILL_DURING_SAVE": "12"}, check=False)
+    assert killed.returncode == -9
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / "step00000012").is_dir()  # the half-finished save is there ...
+    assert latest_tag(checkpoints) == "step00000006"  # ... but LATEST still names the last complete one
+    out = run_cli(["train", "--config", str(config)])
+    assert "resumed from" in out.stdout + out.stderr and "step00000006" in out.stdout + out.stderr
+    assert latest_tag(checkpoints) == "step00000012"
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_process_deepspeed_lowers_loss_with_identical_parameters(setup, tmp_path, stage):
+    config = write_config(setup, tmp_path / f"zero{stage}", steps=30,
+                          deepspeed=str(TESTS.parent / "configs" / "deepspeed" / f"zero{stage}.json"))
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(29500 + stage), str(TESTS / "dist_train_script.py"), str(config)],
+                         capture_output=True, text=True, env=ENV, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"zero{stage}" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)
+    for rank in ranks:
+        assert np.mean(rank["losses"][-6:]) < 0.8 * np.mean(rank["losses"][:6]), rank["losses"]
+
+
+def test_dry_run_prints_memory_per_rank(tmp_path):
+    out = run_cli(["train", "--config", str(TESTS.parent / "configs" / "base-gpu.yaml"), "--dry-run",
+                   "--world-size", "8"])
+    assert "ZeRO-2 (configured)" in out.stdout and "parameters:" in out.stdout

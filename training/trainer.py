@@ -1,0 +1,339 @@
+"""The trainer behind `unimask train`: one MaskedDiffusionTransformer on a weighted mix of tasks, from one CPU process
+to many GPUs and nodes.
+
+    config -> Trainer(config) -> trainer.train() -> trainer.export(dir)
+
+Each step: batch from the webdataset loader -> forward process (masking) -> model -> ELBO loss -> engine backward/step.
+The run folder holds `config.yaml` (resolved), `vocab.json`, `checkpoints/`, `tensorboard/`, `samples/` and
+`metrics.jsonl`. Resume restores the model, optimizer, LR schedule, the masking generator and the data position
+(the loader is deterministic from the seed; the batches already consumed are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unimask.atomic import atomic_write_text
+from unimask.bundle import Bundle, BundleSettings
+from unimask.config import load_config, save_config
+from unimask.masking import diffusion_loss, forward_process
+from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
+from unimask.training.distributed import (DeepSpeedEngine, TorchEngine, deepspeed_config, init_distributed,
+                                          latest_tag)
+from unimask.training.train_config import TrainConfig
+
+
+def load_tokenizers(config: TrainConfig) -> dict[str, Any]:
+    """The tokenizers named by the config (missing optional ones are None)."""
+    from unimask.tokenizers.text import load_text_tokenizer
+
+    t = config.tokenizers
+    if not t.text:
+        raise ValueError("tokenizers.text must name a text tokenizer folder.")
+    parts: dict[str, Any] = {"text_tokenizer": load_text_tokenizer(t.text), "image_tokenizer": None,
+                             "action_tokenizer": None, "state_tokenizer": None}
+    if t.image:
+        from unimask.tokenizers.image import VQImageTokenizer
+
+        parts["image_tokenizer"] = VQImageTokenizer.from_pretrained(t.image)
+    if t.action or t.state:
+        from unimask.tokenizers.action import load_action_tokenizer
+
+        if t.action:
+            parts["action_tokenizer"] = load_action_tokenizer(t.action)
+        if t.state:
+            parts["state_tokenizer"] = load_action_tokenizer(t.state)
+    return parts
+
+
+def bundle_settings(config: TrainConfig, parts: dict[str, Any]) -> BundleSettings:
+    s, image, action, state = config.sequence, parts["image_tokenizer"], parts["action_tokenizer"], parts["state_tokenizer"]
+    if action is not None and hasattr(action, "pad_code"):
+        if not config.tokenizers.action_length:
+            raise ValueError("a FAST action tokenizer needs tokenizers.action_length (codes per chunk).")
+        action_tokens = config.tokenizers.action_length
+    else:
+        action_tokens = s.action_horizon * s.action_dim
+    state_dim = int(len(state.normalizer.low)) if state is not None else 0
+    return BundleSettings(caption_length=s.caption_length, image_tokens=image.num_tokens if image else 0,
+                          action_tokens=action_tokens, action_horizon=s.action_horizon, action_dim=s.action_dim,
+                          state_dim=state_dim, max_condition_text=s.max_condition_text)
+
+
+def _numpy_state() -> list:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
+
+
+def _python_state() -> list:
+    version, internal, gauss_next = random.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of an fp32 size x size matmul on this process's device and threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        from unimask.tokenizers.text import vocab_for
+        from unimask.training.data import Tokenizers, make_loader
+
+        self.config = config
+        tc = config.train
+        self.rank, self.world, local_rank = init_distributed(bool(tc.deepspeed))
+        cuda = torch.cuda.is_available() and tc.device in ("auto", "cuda")
+        self.device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+        self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+        self.out = Path(tc.out)
+        self.checkpoints = self.out / "checkpoints"
+
+        self.parts = load_tokenizers(config)
+        size = lambda name, attr: getattr(self.parts[name], attr) if self.parts[name] is not None else 0  # noqa: E731
+        self.vocab = vocab_for(self.parts["text_tokenizer"], size("image_tokenizer", "codebook_size"),
+                               size("action_tokenizer", "vocab_size"), size("state_tokenizer", "vocab_size"))
+        self.settings = bundle_settings(config, self.parts)
+        self.builder = self.settings.builder(self.vocab)
+
+        torch.manual_seed(tc.seed)
+        m = config.model
+        if m.init_from:
+            model = MaskedDiffusionTransformer.from_causal_lm(m.init_from, self.vocab.size, attention=m.attention,
+                                                              max_seq_len=m.max_seq_len, seed=tc.seed)
+        else:
+            model = MaskedDiffusionTransformer(MaskedDiffusionConfig(
+                vocab_size=self.vocab.size, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
+                n_kv_heads=m.n_kv_heads, ffn_hidden=m.ffn_hidden, max_seq_len=m.max_seq_len,
+                attention=m.attention, dropout=m.dropout, tie_embeddings=m.tie_embeddings))
+        model.to(self.device)
+        o = config.optim
+        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
+        if tc.deepspeed:
+            ds = deepspeed_config(tc.deepspeed, config.data.batch_size, o.grad_accum, o.grad_clip, self.bf16,
+                                  self.world)
+            self.engine: Any = DeepSpeedEngine(model, optimizer, scheduler, ds)
+        else:
+            self.engine = TorchEngine(model, optimizer, scheduler, o.grad_clip, o.grad_accum, self.world, self.device)
+        self.ema = ({k: v.detach().clone().float() for k, v in model.state_dict().items()} if o.ema > 0 else None)
+
+        tokenizers = Tokenizers(text=self.parts["text_tokenizer"], image=self.parts["image_tokenizer"],
+                                action=self.parts["action_tokenizer"],
+                                action_length=config.tokenizers.action_length,
+                                state=self.parts["state_tokenizer"].encode if self.parts["state_tokenizer"] else None)
+        self.loader = make_loader(config.data, self.builder, tokenizers, rank=self.rank, world_size=self.world)
+        self.masking_generator = torch.Generator(device=self.device).manual_seed(tc.seed * 1000 + self.rank)
+        self.step = 0
+        self.consumed = 0
+        self.tokens_per_step = 0
+        self.flops_per_token = 6 * model.num_parameters()
+        self.peak = tc.peak_flops or measure_matmul_peak()
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.out / "config.yaml")
+            self.vocab.save(self.out)
+            atomic_write_text(self.out / "unimask.json", json.dumps(asdict(self.settings), indent=2))
+            atomic_write_text(self.out / "model_config.json", json.dumps(asdict(model.config), indent=2))
+        self._resume()
+
+    def lr_factor(self, step: int) -> float:
+        o = self.config.optim
+        if step < o.warmup:
+            return (step + 1) / o.warmup
+        progress = min(1.0, (step - o.warmup) / max(1, self.config.train.steps - o.warmup))
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    # ----- state --------------------------------------------------------------------------------------------------
+    def _client_state(self) -> dict[str, Any]:
+        return {"step": self.step, "consumed": self.consumed,
+                "masking_generator": self.masking_generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "numpy_rng": _numpy_state(), "python_rng": _python_state(),
+                "ema": self.ema}
+
+    def save(self) -> None:
+        """Write a checkpoint of the current step (all ranks must call)."""
+        self.engine.save(self.checkpoints, f"step{self.step:08d}", self._client_state(), self.config.train.keep_last)
+
+    def _resume(self) -> None:
+        tag = latest_tag(self.checkpoints) if self.checkpoints.is_dir() else None
+        if tag is None:
+            return
+        state = self.engine.load(self.checkpoints, tag)
+        self.step, self.consumed = int(state["step"]), int(state["consumed"])
+        self.masking_generator.set_state(state["masking_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        name, keys, pos, has_gauss, gauss = state["numpy_rng"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss_next))
+        self.ema = state.get("ema")
+        if self.rank == 0:
+            print(f"resumed from {self.checkpoints / tag} at step {self.step}")
+
+    # ----- training -----------------------------------------------------------------------------------------------
+    def train_step(self, batch) -> dict[str, float]:
+        """One optimizer step over `grad_accum` micro-batches; returns the logged metrics."""
+        model = self.engine
+        batch = batch.to(self.device)
+        noisy = forward_process(batch, self.vocab, self.config.masking, self.masking_generator)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = model(noisy.input_ids, segment_ids=noisy.clean.segment_ids,
+                           position_ids=noisy.clean.position_ids).logits
+        result = diffusion_loss(logits, noisy, self.vocab, self.config.masking.task_weights)
+        self.engine.backward(result.loss)
+        stepped = self.engine.step()
+        if stepped and self.ema is not None:
+            decay = self.config.optim.ema
+            with torch.no_grad():
+                for k, v in self.engine.state_dict_for_export().items():
+                    self.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
+        self.tokens_per_step += int(batch.input_ids.numel())
+        return {"loss": float(result.loss), **{f"loss/{k}": v for k, v in result.per_task.items()},
+                "stepped": stepped}
+
+    def train(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to `train.steps`, or stop (with a checkpoint) after step `stop_after` to resume later."""
+        from tqdm.auto import tqdm
+
+        tc = self.config.train
+        last_step = min(tc.steps, stop_after) if stop_after else tc.steps
+        writer = None
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tensorboard"))
+        batches = iter(self.loader)
+        for _ in range(self.consumed):  # the data position: the loader is deterministic from the seed
+            next(batches)
+        bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=self.rank != 0, dynamic_ncols=True)
+        window_start, window_tokens = time.perf_counter(), 0
+        last: dict[str, float] = {}
+        self.engine.module.train()
+        while self.step < last_step:
+            metrics = self.train_step(next(batches))
+            self.consumed += 1
+            if not metrics.pop("stepped"):
+                continue
+            self.step += 1
+            window_tokens += self.tokens_per_step * self.world
+            self.tokens_per_step = 0
+            if self.step % tc.log_every == 0 or self.step == tc.steps:
+                elapsed = time.perf_counter() - window_start
+                tokens_per_s = window_tokens / max(elapsed, 1e-9)
+                last = {**metrics, "lr": self.engine.get_lr(), "grad_norm": self.engine.last_grad_norm,
+                        "tokens_per_s": tokens_per_s,
+                        "mfu": tokens_per_s * self.flops_per_token / (self.peak * self.world),
+                        **{f"skipped/{k}": v for k, v in self.loader.dataset.skipped().items()}}
+                window_start, window_tokens = time.perf_counter(), 0
+                if writer is not None:
+                    for key, value in last.items():
+                        writer.add_scalar(key, value, self.step)
+                    with open(self.out / "metrics.jsonl", "a") as handle:
+                        handle.write(json.dumps({"step": self.step, **last}) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{last.get('tokens_per_s', 0):.0f}")
+            if self.step % tc.checkpoint_every == 0 or self.step == last_step:
+                self.save()
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return last
+
+    # ----- export -------------------------------------------------------------------------------------------------
+    def export(self, directory: str | Path, use_ema: bool = True) -> Path | None:
+        """Write the inference bundle (rank 0); ZeRO-3 parameters are gathered first (all ranks must call)."""
+        state = self.engine.state_dict_for_export()
+        if self.rank != 0:
+            return None
+        model = MaskedDiffusionTransformer(self.engine.module.config)
+        if use_ema and self.ema is not None:
+            state = {k: v.to(state[k].dtype) for k, v in self.ema.items()}
+        model.load_state_dict(state)
+        bundle = Bundle(model.eval(), self.vocab, self.settings, **self.parts)
+        return bundle.save(directory)
+
+
+def export_checkpoint(run: str | Path, out: str | Path) -> Path:
+    """`unimask export RUN --out DIR`: the newest complete checkpoint of a run as an inference bundle, without the
+    engine (ZeRO shards of any stage are merged with DeepSpeed's fp32 consolidation)."""
+    run = Path(run)
+    config = load_config(run / "config.yaml", TrainConfig)
+    checkpoints = run / "checkpoints"
+    tag = latest_tag(checkpoints) if checkpoints.is_dir() else None
+    if tag is None:
+        raise FileNotFoundError(f"{run} has no complete checkpoint under checkpoints/.")
+    if (checkpoints / tag / "state.pt").is_file():
+        state = torch.load(checkpoints / tag / "state.pt", map_location="cpu", weights_only=True)["model"]
+    else:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag)
+    parts = load_tokenizers(config)
+    from unimask.tokenizers.text import vocab_for
+
+    vocab = vocab_for(parts["text_tokenizer"], *(getattr(parts[n], a) if parts[n] is not None else 0 for n, a in
+                                                 (("image_tokenizer", "codebook_size"),
+                                                  ("action_tokenizer", "vocab_size"),
+                                                  ("state_tokenizer", "vocab_size"))))
+    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(**json.loads((run / "model_config.json").read_text())))
+    if "lm_head.weight" not in state and model.config.tie_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    model.load_state_dict(state)
+    return Bundle(model.eval(), vocab, bundle_settings(config, parts), **parts).save(out)
+
+
+# ----- command line -----------------------------------------------------------------------------------------------
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train the unified model (single process, torchrun or deepspeed)")
+    train.add_argument("--config", required=True, help="YAML config, e.g. configs/tiny-cpu.yaml")
+    train.add_argument("--export", default="", help="after training, write the inference bundle here")
+    train.add_argument("--stop-after", type=int, default=0,
+                       help="stop with a checkpoint after this step (resume later with the same command)")
+    train.add_argument("--dry-run", action="store_true", help="print parameter count and memory per rank, then exit")
+    train.add_argument("--world-size", type=int, default=0, help="ranks assumed by --dry-run (default: the launcher's)")
+    train.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # passed by `deepspeed`
+    train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=100")
+    train.set_defaults(func=_run_train)
+    export = subparsers.add_parser("export", help="write the inference bundle of a run's newest checkpoint")
+    export.add_argument("run", help="run folder (train.out)")
+    export.add_argument("--out", required=True, help="bundle folder")
+    export.set_defaults(func=lambda args: print(f"exported to {export_checkpoint(args.run, args.out)}") or 0)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
+    config = load_config(args.config, TrainConfig, args.overrides)
+    if args.dry_run:
+        from unimask.training.memory import print_estimate
+
+        print_estimate(config, args.world_size or int(os.environ.get("WORLD_SIZE", 1)))
+        return 0
+    trainer = Trainer(config)
+    metrics = trainer.train(stop_after=args.stop_after or None)
+    if args.export and trainer.step == config.train.steps:
+        path = trainer.export(args.export)
+        if path is not None:
+            print(f"exported to {path}")
+    if trainer.rank == 0:
+        print(json.dumps({"step": trainer.step, **{k: v for k, v in metrics.items() if isinstance(v, float)}}))
+    return 0
