@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "unimask.training.vq_trainer",
     "unimask.training.data_cli",
     "unimask.training.trainer",
+    "unimask.training.evaluation.cli",
+    "unimask.training.quickstart",
 ]
 
 

@@ -11,35 +11,25 @@ from __future__ import annotations
 
 import torch
 
-from .base import (NotReadyError, SchedulerOutput, check_non_negative, check_positive_int, sample_tokens,
-                   token_probability, top_k_mask)
+from .base import FixedStepScheduler, SchedulerOutput, check_non_negative, sample_tokens, token_probability, top_k_mask
 
 
-class ActionUnmaskingScheduler:
+class ActionUnmaskingScheduler(FixedStepScheduler):
     def __init__(self, mask_id: int, temperature: float = 0.0, remask_threshold: float | None = None):
         if remask_threshold is not None and not 0 < remask_threshold < 1:
             raise ValueError(f"`remask_threshold` must be in (0, 1) or None, got {remask_threshold!r}.")
         self.mask_id = mask_id
         self.temperature = check_non_negative("temperature", temperature)
         self.remask_threshold = remask_threshold
-        self._ready = False
 
     def set_timesteps(self, num_steps: int, num_tokens: int, given: torch.Tensor | None = None) -> None:
         """`given` (B, N) bool marks tokens supplied by the caller (infill); they are never re-masked."""
-        check_positive_int("num_steps", num_steps)
-        check_positive_int("num_tokens", num_tokens)
-        self.num_steps = num_steps
-        self.num_tokens = num_tokens
+        self._start(num_steps, num_tokens)
         self.given = given
-        self.step_index = 0
-        self._ready = True
 
     def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
              ) -> SchedulerOutput:
-        if not self._ready:
-            raise NotReadyError("call set_timesteps(num_steps, num_tokens) before step().")
-        if self.step_index >= self.num_steps:
-            raise RuntimeError(f"all {self.num_steps} steps are done; call set_timesteps again for a new run.")
+        self._check_can_step()
         B, N = tokens.shape
         last = self.step_index == self.num_steps - 1
         masked = tokens == self.mask_id

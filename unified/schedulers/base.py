@@ -60,3 +60,21 @@ def check_non_negative(name: str, value: float) -> float:
 
 class NotReadyError(RuntimeError):
     """`step` was called before `set_timesteps`."""
+
+
+class FixedStepScheduler:
+    """State shared by schedulers that run exactly `num_steps` steps over `num_tokens` target tokens."""
+
+    _ready = False
+
+    def _start(self, num_steps: int, num_tokens: int) -> None:
+        self.num_steps = check_positive_int("num_steps", num_steps)
+        self.num_tokens = check_positive_int("num_tokens", num_tokens)
+        self.step_index = 0
+        self._ready = True
+
+    def _check_can_step(self) -> None:
+        if not self._ready:
+            raise NotReadyError("call set_timesteps(num_steps, num_tokens) before step().")
+        if self.step_index >= self.num_steps:
+            raise RuntimeError(f"all {self.num_steps} steps are done; call set_timesteps again for a new run.")

@@ -17,7 +17,7 @@ import torch
 
 from unimask.masking import get_mask_schedule
 
-from .base import NotReadyError, SchedulerOutput, check_non_negative, check_positive_int, gumbel_noise, sample_tokens
+from .base import FixedStepScheduler, SchedulerOutput, check_non_negative, gumbel_noise, sample_tokens
 
 
 def masked_counts(num_tokens: int, num_steps: int, schedule: str = "cosine") -> list[int]:
@@ -36,7 +36,7 @@ def masked_counts(num_tokens: int, num_steps: int, schedule: str = "cosine") -> 
     return counts
 
 
-class ImageUnmaskingScheduler:
+class ImageUnmaskingScheduler(FixedStepScheduler):
     def __init__(self, mask_id: int, schedule: str = "cosine", temperature: float = 1.0,
                  choice_temperature: float = 4.5):
         get_mask_schedule(schedule)
@@ -44,24 +44,15 @@ class ImageUnmaskingScheduler:
         self.schedule = schedule
         self.temperature = check_non_negative("temperature", temperature)
         self.choice_temperature = check_non_negative("choice_temperature", choice_temperature)
-        self._ready = False
 
     def set_timesteps(self, num_steps: int, num_tokens: int) -> None:
-        check_positive_int("num_steps", num_steps)
-        check_positive_int("num_tokens", num_tokens)
-        self.num_steps = num_steps
-        self.num_tokens = num_tokens
+        self._start(num_steps, num_tokens)
         self.counts = masked_counts(num_tokens, num_steps, self.schedule)
-        self.step_index = 0
-        self._ready = True
 
     def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
              ) -> SchedulerOutput:
         """logits (B, N, V) restricted to image ids; tokens (B, N) with [MASK] where undecided."""
-        if not self._ready:
-            raise NotReadyError("call set_timesteps(num_steps, num_tokens) before step().")
-        if self.step_index >= self.num_steps:
-            raise RuntimeError(f"all {self.num_steps} steps are done; call set_timesteps again for a new run.")
+        self._check_can_step()
         B, N = tokens.shape
         masked = tokens == self.mask_id
         sampled = sample_tokens(logits, self.temperature, generator)
