@@ -35,7 +35,8 @@ def run_cli(args, env=None, check=True):
 def test_single_process_trains_and_export_matches_engine(setup, tmp_path):
     from unimask.training.trainer import Trainer
 
-    config = load_config(write_config(setup, tmp_path / "run", steps=40), TrainConfig, ["optim.warmup=5"])
+    config = load_config(write_config(setup, tmp_path / "run", steps=40), TrainConfig,
+                         ["optim.warmup=5", "train.sample_every=20"])
     trainer = Trainer(config)
     losses = []
     step = trainer.train_step
@@ -49,6 +50,7 @@ def test_single_process_trains_and_export_matches_engine(setup, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, trainer.engine.module(ids).logits)
     assert (tmp_path / "run" / "tensorboard").is_dir() and (tmp_path / "run" / "config.yaml").is_file()
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step00000020.png", "step00000040.png"]
     run_cli(["export", str(tmp_path / "run"), "--out", str(tmp_path / "bundle2")])
     again = MaskedDiffusionTransformer.from_pretrained(tmp_path / "bundle2")
     with torch.no_grad():

@@ -57,7 +57,7 @@ class TrainSection:
     steps: int = 1000  # optimizer steps
     seed: int = 0  # seed of the model init, masking and data order
     log_every: int = 10  # steps between TensorBoard scalars
-    sample_every: int = 0  # steps between generated samples (0: only at the end)
+    sample_every: int = 0  # steps between generated sample sheets in samples/ and TensorBoard (0: none)
     checkpoint_every: int = 500  # steps between checkpoints
     keep_last: int = 2  # checkpoints kept
     deepspeed: str = ""  # DeepSpeed JSON (configs/deepspeed/zero2.json); "" trains with plain torch

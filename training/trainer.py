@@ -254,10 +254,46 @@ class Trainer:
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{last.get('tokens_per_s', 0):.0f}")
             if self.step % tc.checkpoint_every == 0 or self.step == last_step:
                 self.save()
+            if tc.sample_every and self.step % tc.sample_every == 0 and self.rank == 0:
+                self.write_samples(writer)
         bar.close()
         if writer is not None:
             writer.close()
         return last
+
+    SAMPLE_PROMPTS = ("the digit seven", "a handwritten three", "a red circle on the left", "two blue squares")
+
+    @torch.no_grad()
+    def write_samples(self, writer: Any = None) -> Path | None:
+        """Generated images for a few prompts, captioned back by the model: PNG in samples/ and TensorBoard.
+
+        Skipped under ZeRO-3 (parameters are partitioned; samples come from the exported model instead)."""
+        from PIL import Image, ImageDraw
+
+        from unimask.pipeline import UnifiedPipeline
+
+        if self.parts["image_tokenizer"] is None or getattr(self.engine, "stage", 0) == 3:
+            return None
+        model = self.engine.module
+        model.eval()
+        pipe = UnifiedPipeline(Bundle(model, self.vocab, self.settings, **self.parts), device=self.device)
+        images = pipe.text_to_image(list(self.SAMPLE_PROMPTS), steps=12, seed=0)
+        captions = pipe.caption(images)
+        model.train()
+        size = images[0].width * 2
+        sheet = Image.new("RGB", (size * len(images), size + 36), "white")
+        draw = ImageDraw.Draw(sheet)
+        for i, (image, prompt, caption) in enumerate(zip(images, self.SAMPLE_PROMPTS, captions)):
+            sheet.paste(image.resize((size, size), Image.NEAREST), (i * size, 0))
+            draw.text((i * size + 2, size + 2), prompt[:22], fill="black")
+            draw.text((i * size + 2, size + 18), caption[:22], fill="blue")
+        path = self.out / "samples" / f"step{self.step:08d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(path)
+        if writer is not None:
+            writer.add_image("samples", np.asarray(sheet), self.step, dataformats="HWC")
+            writer.add_text("samples/captions", " | ".join(captions), self.step)
+        return path
 
     # ----- export -------------------------------------------------------------------------------------------------
     def export(self, directory: str | Path, use_ema: bool = True) -> Path | None:
