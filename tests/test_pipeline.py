@@ -3,30 +3,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tiny_bundle import make_tiny_bundle
 from unimask import UnifiedPipeline
-from unimask.bundle import Bundle, BundleSettings
-from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
-from unimask.tokenizers.action import BinActionTokenizer
-from unimask.tokenizers.image import VQImageTokenizer, build_vqmodel
-from unimask.tokenizers.text import train_text_tokenizer, vocab_for
 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("bundle")
-    torch.manual_seed(0)
-    text = train_text_tokenizer(["the digit seven", "open the drawer", "a red square"] * 5, vocab_size=280)
-    image = VQImageTokenizer(build_vqmodel(32, (8, 16), latent_channels=4, codebook_size=16, norm_num_groups=4))
-    rng = np.random.default_rng(0)
-    actions = BinActionTokenizer(n_bins=16).fit(rng.uniform(-1, 1, (100, 4)))
-    state = BinActionTokenizer(n_bins=8).fit(rng.uniform(-1, 1, (100, 3)))
-    vocab = vocab_for(text, image_codebook_size=16, action_vocab_size=16, state_bins=8)
-    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=vocab.size, d_model=32, n_layers=1,
-                                                             n_heads=2, max_seq_len=512))
-    settings = BundleSettings(caption_length=8, image_tokens=256, action_tokens=8, action_horizon=2, action_dim=4,
-                              state_dim=3)
-    Bundle(model, vocab, settings, text, image, actions, state).save(directory)
-    return UnifiedPipeline.from_pretrained(directory)
+    return UnifiedPipeline.from_pretrained(make_tiny_bundle(tmp_path_factory.mktemp("bundle")))
 
 
 def frames(n):

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "unimask.training.trainer",
     "unimask.training.evaluation.cli",
     "unimask.training.quickstart",
+    "unimask.demos.app",
 ]
 
 

@@ -1,0 +1,30 @@
+"""A tiny untrained but complete inference bundle (text, VQ, actions, state, model) for pipeline-level tests."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def make_tiny_bundle(directory: Path, image_size: int = 32, state_dim: int = 3) -> Path:
+    from unimask.bundle import Bundle, BundleSettings
+    from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
+    from unimask.tokenizers.action import BinActionTokenizer
+    from unimask.tokenizers.image import VQImageTokenizer, build_vqmodel
+    from unimask.tokenizers.text import train_text_tokenizer, vocab_for
+
+    torch.manual_seed(0)
+    text = train_text_tokenizer(["the digit seven", "open the drawer", "a red square"] * 5, vocab_size=280)
+    channels = (8, 16) if image_size <= 32 else (8, 16, 16)  # 16 x 16 codes either way
+    image = VQImageTokenizer(build_vqmodel(image_size, channels, latent_channels=4, codebook_size=16,
+                                           norm_num_groups=4))
+    rng = np.random.default_rng(0)
+    actions = BinActionTokenizer(n_bins=16).fit(rng.uniform(-1, 1, (100, 4)))
+    state = BinActionTokenizer(n_bins=8).fit(rng.uniform(-1, 1, (100, state_dim)))
+    vocab = vocab_for(text, image_codebook_size=16, action_vocab_size=16, state_bins=8)
+    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=vocab.size, d_model=32, n_layers=1,
+                                                             n_heads=2, max_seq_len=512))
+    settings = BundleSettings(caption_length=8, image_tokens=image.num_tokens, action_tokens=8,
+                              action_horizon=2, action_dim=4, state_dim=state_dim)
+    Bundle(model, vocab, settings, text, image, actions, state).save(directory)
+    return directory
