@@ -24,14 +24,9 @@ def per_rank_bytes(params: int, stage: int, world: int, bf16: bool) -> dict[str,
 def _vocab_size(config) -> tuple[int, str]:
     t = config.tokenizers
     if t.text and Path(t.text).is_dir():
-        from unimask.training.trainer import load_tokenizers
-        from unimask.tokenizers.text import vocab_for
+        from unimask.training.trainer import load_tokenizers, vocab_from_parts
 
-        parts = load_tokenizers(config)
-        sizes = [getattr(parts[n], a) if parts[n] is not None else 0 for n, a in
-                 (("image_tokenizer", "codebook_size"), ("action_tokenizer", "vocab_size"),
-                  ("state_tokenizer", "vocab_size"))]
-        return vocab_for(parts["text_tokenizer"], *sizes).size, "from the tokenizers"
+        return vocab_from_parts(load_tokenizers(config)).size, "from the tokenizers"
     return 50_000, "assumed (tokenizer folders not found here)"
 
 

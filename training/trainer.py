@@ -57,6 +57,15 @@ def load_tokenizers(config: TrainConfig) -> dict[str, Any]:
     return parts
 
 
+def vocab_from_parts(parts: dict[str, Any]):
+    """The UnifiedVocab matching a set of tokenizers (absent ones contribute no ids)."""
+    from unimask.tokenizers.text import vocab_for
+
+    size = lambda name, attr: getattr(parts[name], attr) if parts[name] is not None else 0  # noqa: E731
+    return vocab_for(parts["text_tokenizer"], size("image_tokenizer", "codebook_size"),
+                     size("action_tokenizer", "vocab_size"), size("state_tokenizer", "vocab_size"))
+
+
 def bundle_settings(config: TrainConfig, parts: dict[str, Any]) -> BundleSettings:
     s, image, action, state = config.sequence, parts["image_tokenizer"], parts["action_tokenizer"], parts["state_tokenizer"]
     if action is not None and hasattr(action, "pad_code"):
@@ -93,7 +102,6 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
 
 class Trainer:
     def __init__(self, config: TrainConfig):
-        from unimask.tokenizers.text import vocab_for
         from unimask.training.data import Tokenizers, make_loader
 
         self.config = config
@@ -106,9 +114,7 @@ class Trainer:
         self.checkpoints = self.out / "checkpoints"
 
         self.parts = load_tokenizers(config)
-        size = lambda name, attr: getattr(self.parts[name], attr) if self.parts[name] is not None else 0  # noqa: E731
-        self.vocab = vocab_for(self.parts["text_tokenizer"], size("image_tokenizer", "codebook_size"),
-                               size("action_tokenizer", "vocab_size"), size("state_tokenizer", "vocab_size"))
+        self.vocab = vocab_from_parts(self.parts)
         self.settings = bundle_settings(config, self.parts)
         self.builder = self.settings.builder(self.vocab)
 
@@ -325,12 +331,7 @@ def export_checkpoint(run: str | Path, out: str | Path) -> Path:
 
         state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag)
     parts = load_tokenizers(config)
-    from unimask.tokenizers.text import vocab_for
-
-    vocab = vocab_for(parts["text_tokenizer"], *(getattr(parts[n], a) if parts[n] is not None else 0 for n, a in
-                                                 (("image_tokenizer", "codebook_size"),
-                                                  ("action_tokenizer", "vocab_size"),
-                                                  ("state_tokenizer", "vocab_size"))))
+    vocab = vocab_from_parts(parts)
     model = MaskedDiffusionTransformer(MaskedDiffusionConfig(**json.loads((run / "model_config.json").read_text())))
     if "lm_head.weight" not in state and model.config.tie_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]

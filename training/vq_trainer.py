@@ -267,7 +267,7 @@ def train_vq(config: VQTrainConfig, out: str | Path, progress: bool = True) -> d
             last_used[dead] = step
             reinitialised += int(dead.sum())
         step += 1
-        record = {"step": step, "loss": float(loss), "perplexity": perplexity, "dead_codes": int(dead.sum()),
+        record = {"step": step, "loss": loss.item(), "perplexity": perplexity, "dead_codes": int(dead.sum()),
                   "lr": lr_at(step - 1)}
         history.append(record)
         bar.update(1)
