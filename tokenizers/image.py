@@ -56,7 +56,7 @@ def _one_image(image: Any) -> torch.Tensor:
             raise ImageInputError(f"an image array must be [H, W, 3] RGB, got shape {image.shape}.")
         if image.dtype != np.uint8:
             raise ImageInputError(f"image arrays must be uint8 (0-255), got {image.dtype}; pass floats as tensors.")
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] != 3:
             raise ImageInputError(f"an image tensor must be [3, H, W], got shape {tuple(image.shape)}.")
