@@ -44,7 +44,7 @@ def train_minimal(model: MaskedDiffusionTransformer, batches: Iterator[SequenceB
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        result.losses.append(float(loss))
+        result.losses.append(loss.item())
         result.steps = step + 1
         if stop_when is not None and stop_when(step, float(loss)):
             break
