@@ -11,8 +11,6 @@ Each stage is skipped when its marker exists (`<out>/.stages/`), so an interrupt
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -107,7 +107,7 @@ def write_report(out: str | Path, results: dict[str, Any], timings: dict[str, fl
              "## Results (held-out data)", "", markdown_table(results), "## Stage timings", "",
              "| stage | seconds |", "|---|---|", *[f"| {k} | {v:.0f} |" for k, v in timings.items()], "",
              "## Pictures", ""]
-    lines += [f"- generated digits: ![](pictures/t2i_digits.png)", f"- generated shapes: ![](pictures/t2i_shapes.png)"]
+    lines += ["- generated digits: ![](pictures/t2i_digits.png)", "- generated shapes: ![](pictures/t2i_shapes.png)"]
     lines += [f"- {title}: ![](pictures/{name})" for title, name in made.items()]
     lines += ["", "## Captions of held-out digits", "", "| reference | generated |", "|---|---|"]
     lines += [f"| {c['reference']} | {c['caption']} |" for c in captions]
