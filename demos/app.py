@@ -1,159 +1,322 @@
 """`unimask demo --checkpoint DIR`: a Gradio app with three tabs (caption, text to image, robot actions).
 
-The tab functions are plain Python (`DemoFunctions`) so they can be tested without a browser; the app only calls
-the pipeline. The server binds to 127.0.0.1 unless told otherwise.
+The tab functions are plain Python (`DemoFunctions`) so they can be tested without a browser: each validates its
+inputs, raising `DemoInputError` with a message meant for the user, and otherwise only calls the pipeline (and, for
+the robot tab, the Meta-World environment). `build_app` wires them to widgets and turns those errors into
+`gr.Error` pop-ups. The server binds to 127.0.0.1 unless told otherwise and never sends analytics.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .plots import action_chunk_plot, frame_strip
+
 DEFAULT_CHECKPOINT = "runs/quickstart/model"
 MAX_PROMPT_CHARS = 200
+MAX_SEED = 2**31 - 1
+ROBOT_SEED = 10**8  # evaluation seeds start here; the Meta-World dataset writer never uses them
+# Meta-World's action: end-effector displacement (x, y, z) and gripper effort, each in [-1, 1].
+METAWORLD_ACTION_NAMES = ("x", "y", "z", "gripper")
 
 
 class DemoInputError(ValueError):
-    """A demo input is missing or out of range; the message is shown to the user."""
+    """A demo input is missing or out of range; the message is shown to the user as is."""
+
+
+def _whole(name: str, value: Any, low: int, high: int) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DemoInputError(f"`{name}` must be a whole number between {low} and {high}, got {value!r}.") from None
+    if not number.is_integer() or not low <= number <= high:
+        raise DemoInputError(f"`{name}` must be a whole number between {low} and {high}, got {value!r}.")
+    return int(number)
+
+
+def _number(name: str, value: Any, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DemoInputError(f"`{name}` must be a number between {low} and {high}, got {value!r}.") from None
+    if not low <= number <= high:
+        raise DemoInputError(f"`{name}` must be between {low} and {high}, got {value!r}.")
+    return number
+
+
+def _rgb(image: Any, what: str) -> np.ndarray:
+    """uint8 [H, W, 3] from what an upload gives (array or PIL; grey or RGBA accepted)."""
+    if image is None:
+        raise DemoInputError(f"Upload or pick {what} first.")
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise DemoInputError(f"The {what} must be a grey, RGB or RGBA picture, got an array of shape {array.shape}.")
+    if min(array.shape[:2]) < 8:
+        raise DemoInputError(f"The {what} is {array.shape[1]}x{array.shape[0]} pixels; give at least 8x8.")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0:
+            array = array * 255.0  # float pictures in [0, 1]
+        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def _robot_import():
+    try:
+        from unimask.training.evaluation import robot
+    except ImportError as err:
+        raise DemoInputError(f"The robot tab needs Meta-World ({err}); install it with "
+                             "pip install 'unimask[robot]'.") from None
+    return robot
+
+
+def example_images(image_size: int) -> list[tuple[str, np.ndarray]]:
+    """(label, uint8 [S, S, 3]) pictures like the built-in data: held-out digit scans and a rendered shapes scene.
+
+    The digits are the first images of three classes in the digits dataset's default test split (scikit-learn
+    ships the scans; without it only the shapes scene is offered).
+    """
+    from unimask.training.shapes import DEFAULT_COLORS, DEFAULT_SHAPES, render_scene, sample_scene
+
+    examples: list[tuple[str, np.ndarray]] = []
+    try:
+        from sklearn.datasets import load_digits
+
+        from unimask.training.digits import split_indices, upscale_digit
+    except ImportError:
+        pass
+    else:
+        digits = load_digits()
+        labels = digits.target.astype(int)
+        is_test = split_indices(labels, test_fraction=0.2, seed=0)
+        for label in (3, 7, 0):
+            index = int(np.flatnonzero(is_test & (labels == label))[0])
+            examples.append((f"held-out scan of a {label}", upscale_digit(digits.images[index], image_size)))
+    scene = sample_scene(np.random.default_rng(0), DEFAULT_SHAPES, DEFAULT_COLORS, image_size=image_size)
+    examples.append((scene["caption"], render_scene(scene, image_size)))
+    return examples
 
 
 class DemoFunctions:
-    """What each tab does, with input validation; `build_app` wires these to widgets."""
+    """What each tab does, with input validation; `build_app` wires these to widgets.
+
+    Calls are serialised with a lock: the model and the simulator's GL context are shared by all browser sessions,
+    and on a CPU machine running two requests at once only makes both slower.
+    """
 
     def __init__(self, pipeline):
         self.pipe = pipeline
+        settings = pipeline.bundle.settings
+        self.caption_length = pipeline.builder.caption_length
+        self.image_tokens = settings.image_tokens
+        self.action_tokens = settings.action_tokens
+        tokenizer = pipeline.bundle.image_tokenizer
+        self.image_size = int(tokenizer.resolution) if tokenizer is not None else 64
+        self.action_names = (METAWORLD_ACTION_NAMES if settings.action_dim == len(METAWORLD_ACTION_NAMES)
+                             else tuple(f"a{d}" for d in range(settings.action_dim)))
+        self._lock = threading.Lock()
 
-    def caption(self, image: Any, steps: int = 24) -> str:
-        if image is None:
-            raise DemoInputError("Upload or pick an image first.")
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise DemoInputError(f"The image must be RGB, got an array of shape {image.shape}.")
-        return self.pipe.caption([np.ascontiguousarray(image[..., :3]).astype(np.uint8)],
-                                 steps=_in_range("steps", steps, 1, 64))[0]
+    # ----- Caption ------------------------------------------------------------------------------------------------
+    def caption(self, image: Any, steps: int | None = None) -> str:
+        """The generated caption of one picture; `steps` defaults to one per caption token."""
+        image = _rgb(image, "an image")
+        steps = _whole("steps", self.caption_length if steps is None else steps, 1, self.caption_length)
+        with self._lock:
+            return self.pipe.caption([image], steps=steps)[0]
 
+    # ----- Text to image ------------------------------------------------------------------------------------------
     def text_to_image(self, prompt: str, steps: int = 12, guidance: float = 3.0, seed: int = 0):
-        """(final image, list of (image, label) for every denoising step)."""
+        """(final image, [(image, label) per denoising step], info text). Images are shown 4x with nearest-neighbour
+        upscaling so every generated pixel stays visible."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise DemoInputError("Type a prompt first, e.g. 'the digit seven'.")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise DemoInputError(f"The prompt is {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}.")
-        out = self.pipe.text_to_image([prompt.strip()], steps=_in_range("steps", steps, 1, 64),
-                                      guidance_scale=float(_in_range("guidance", guidance, 0, 20)),
-                                      seed=int(seed), return_trajectory=True)
-        big = lambda im: im.resize((im.width * 4, im.height * 4), 0)  # noqa: E731  (nearest: keep the pixels honest)
-        steps_gallery = [(big(frame[0]), f"step {i + 1}") for i, frame in enumerate(out.trajectory_images)]
-        return big(out.outputs[0]), steps_gallery
+        steps = _whole("steps", steps, 1, self.image_tokens)
+        guidance = _number("guidance", guidance, 0.0, 20.0)
+        seed = _whole("seed", seed, 0, MAX_SEED)
+        with self._lock:
+            start = time.perf_counter()
+            out = self.pipe.text_to_image([prompt.strip()], steps=steps, guidance_scale=guidance, seed=seed,
+                                          return_trajectory=True)
+            seconds = time.perf_counter() - start
+        big = lambda im: im.resize((im.width * 4, im.height * 4), 0)  # noqa: E731  (0 = nearest)
+        gallery = [(big(frame[0]), f"step {i + 1}/{steps}") for i, frame in enumerate(out.trajectory_images)]
+        info = f"{steps} steps, {out.forward_passes} model calls, {seconds:.2f} s"
+        return big(out.outputs[0]), gallery, info
 
-    def actions(self, task: str, seed: int = 0, observation: Any = None, steps: int = 2):
-        """(plot image, table rows [step, a0..aD]) for an MT10 task's first observation or an uploaded one."""
-        from unimask.training.evaluation.robot import MT10_TASKS, MetaWorldEnv
+    # ----- Robot actions ------------------------------------------------------------------------------------------
+    def _check_task(self, task: str):
+        robot = _robot_import()
+        if task not in robot.MT10_TASKS:
+            raise DemoInputError(f"Pick a task from the list ({', '.join(robot.MT10_TASKS)}), got {task!r}.")
+        return robot
 
-        if task not in MT10_TASKS:
-            raise DemoInputError(f"Pick a task from the list ({', '.join(MT10_TASKS)}).")
-        env = MetaWorldEnv(task)
-        obs, _ = env.reset(seed=int(seed))
-        env.close()
-        image = obs["image"] if observation is None else np.asarray(observation)[..., :3].astype(np.uint8)
-        state = obs["state"][None] if self.pipe.uses_state else None
-        chunk = self.pipe.act([image], [obs["instruction"]], state=state, steps=_in_range("steps", steps, 1, 8))[0]
-        from unimask.training.report import line_plot
+    def actions(self, task: str, seed: int = ROBOT_SEED, observation: Any = None, steps: int = 2):
+        """(observation the model saw, chart, table rows [step, *values in real units], info text).
 
-        plot = line_plot({f"a{d}": [float(v) for v in chunk[:, d]] for d in range(chunk.shape[1])},
-                         f"{task}: predicted action chunk")
-        rows = [[i, *[round(float(v), 4) for v in row]] for i, row in enumerate(chunk)]
-        return plot, rows
+        The observation is the task's first frame for `seed`, or the uploaded picture; the instruction (and the
+        proprioceptive state, for checkpoints trained with it) always come from the task's episode.
+        """
+        robot = self._check_task(task)
+        seed = _whole("seed", seed, 0, MAX_SEED)
+        steps = _whole("steps", steps, 1, self.action_tokens)
+        uploaded = None if observation is None else _rgb(observation, "an observation")
+        with self._lock:
+            env = robot.MetaWorldEnv(task, image_size=self.image_size)
+            try:
+                obs, _ = env.reset(seed=seed)
+            finally:
+                env.close()
+            image = obs["image"] if uploaded is None else uploaded
+            state = obs["state"][None] if self.pipe.uses_state else None
+            start = time.perf_counter()
+            chunk = self.pipe.act([image], [obs["instruction"]], state=state, steps=steps)[0]  # (H, D)
+            seconds = time.perf_counter() - start
+        plot = action_chunk_plot(chunk, self.action_names, f"{task}: predicted action chunk")
+        rows = [[t, *(round(float(v), 4) for v in row)] for t, row in enumerate(chunk)]
+        source = "the uploaded picture" if uploaded is not None else f"the first frame of seed {seed}"
+        info = f"instruction: {obs['instruction']!r}; observation: {source}; {len(chunk)} actions in {seconds:.2f} s"
+        return image, plot, rows, info
 
-    def episode(self, task: str, seed: int = 0, max_steps: int = 80):
-        """A short closed-loop episode: (frame strip, status text)."""
-        from unimask.training.evaluation.robot import MT10_TASKS, MetaWorldEnv, rollout
+    def episode(self, task: str, seed: int = ROBOT_SEED, max_steps: int = 60, steps: int = 2):
+        """A short closed-loop episode (execute the chunk, re-plan): (frame strip, status text)."""
+        robot = self._check_task(task)
+        seed = _whole("seed", seed, 0, MAX_SEED)
+        max_steps = _whole("max_steps", max_steps, 1, 500)
+        steps = _whole("steps", steps, 1, self.action_tokens)
         from unimask.training.evaluation.suite import pipeline_policy
 
-        if task not in MT10_TASKS:
-            raise DemoInputError(f"Pick a task from the list ({', '.join(MT10_TASKS)}).")
-        env = MetaWorldEnv(task, max_steps=_in_range("max_steps", max_steps, 1, 200))
-        result = rollout(pipeline_policy(self.pipe)(task), env, int(seed), record_frames=True)
-        env.close()
-        frames = result.frames[:: max(1, len(result.frames) // 10)][:10]
-        strip = np.concatenate(frames, axis=1)
-        status = f"{'success' if result.success else 'no success'} after {result.steps} steps"
-        return strip, status
+        with self._lock:
+            env = robot.MetaWorldEnv(task, image_size=self.image_size, max_steps=max_steps)
+            try:
+                result = robot.rollout(pipeline_policy(self.pipe, steps=steps)(task), env, seed, record_frames=True)
+            finally:
+                env.close()
+        latency = 1000 * float(np.mean(result.chunk_latency_s))
+        status = (f"{'success' if result.success else 'no success'} after {result.steps} steps "
+                  f"({len(result.chunk_latency_s)} chunks, {latency:.0f} ms per chunk)")
+        return frame_strip(result.frames), status
 
 
-def _in_range(name: str, value: Any, low: float, high: float) -> Any:
-    if value is None or not low <= float(value) <= high:
-        raise DemoInputError(f"`{name}` must be between {low} and {high}, got {value}.")
-    return int(value) if float(value).is_integer() else float(value)
-
-
-def build_app(pipeline):
+def build_app(pipeline, examples: bool = True, title: str = "unimask demo"):
+    """The Gradio Blocks app for a `UnifiedPipeline`; call `.launch(server_name="127.0.0.1")` on it."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
 
-    from unimask.training.evaluation.robot import MT10_TASKS
+    from unimask.training.metaworld_demos import MT10_TASKS
 
     functions = DemoFunctions(pipeline)
 
     def friendly(fn):
+        @functools.wraps(fn)
         def wrapper(*args):
             try:
                 return fn(*args)
-            except DemoInputError as err:
+            except ValueError as err:  # DemoInputError and the pipeline's own input checks
                 raise gr.Error(str(err)) from None
         return wrapper
 
-    with gr.Blocks(title="unimask demo") as app:
-        gr.Markdown("# unimask: one masked-diffusion model for captions, images and robot actions")
+    with gr.Blocks(title=title, analytics_enabled=False) as app:
+        gr.Markdown("# unimask\nOne masked discrete-diffusion Transformer: it captions images, draws images from "
+                    "text and writes robot action chunks, all by unmasking tokens.")
         with gr.Tab("Caption"):
-            image = gr.Image(type="numpy", label="image")
-            caption_steps = gr.Slider(1, 64, value=24, step=1, label="steps")
-            caption_out = gr.Textbox(label="caption")
-            gr.Button("Caption").click(friendly(functions.caption), [image, caption_steps], caption_out,
-                                       api_name="caption")
-        with gr.Tab("Text to image"):
-            prompt = gr.Textbox(value="the digit seven", label="prompt")
             with gr.Row():
-                t2i_steps = gr.Slider(1, 64, value=12, step=1, label="steps")
+                image = gr.Image(type="numpy", label="image", image_mode="RGB")
+                with gr.Column():
+                    caption_steps = gr.Slider(1, functions.caption_length, value=functions.caption_length, step=1,
+                                              label="steps (one per caption token is the most careful)")
+                    caption_out = gr.Textbox(label="caption")
+                    caption_button = gr.Button("Caption", variant="primary")
+            if examples:
+                pictures = example_images(functions.image_size)
+                gr.Examples([[picture] for _, picture in pictures], inputs=[image],
+                            label="examples: " + "; ".join(label for label, _ in pictures))
+            caption_button.click(friendly(functions.caption), [image, caption_steps], caption_out,
+                                 api_name="caption")
+        with gr.Tab("Text to image"):
+            prompt = gr.Textbox(value="the digit seven", label="prompt", max_length=MAX_PROMPT_CHARS)
+            with gr.Row():
+                t2i_steps = gr.Slider(1, min(64, functions.image_tokens), value=min(12, functions.image_tokens),
+                                      step=1, label="steps")
                 guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="guidance (1 = off)")
-                seed = gr.Number(value=0, precision=0, label="seed")
-            result = gr.Image(label="image")
-            gallery = gr.Gallery(label="denoising steps", columns=8)
-            gr.Button("Generate").click(friendly(functions.text_to_image), [prompt, t2i_steps, guidance, seed],
-                                        [result, gallery], api_name="text_to_image")
+                seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
+            generate_button = gr.Button("Generate", variant="primary")
+            with gr.Row():
+                result = gr.Image(label="image")
+                gallery = gr.Gallery(label="denoising steps (the image after each unmasking step)", columns=6)
+            t2i_info = gr.Textbox(label="run", interactive=False)
+            generate_button.click(friendly(functions.text_to_image), [prompt, t2i_steps, guidance, seed],
+                                  [result, gallery, t2i_info], api_name="text_to_image")
         with gr.Tab("Robot actions"):
-            task = gr.Dropdown(list(MT10_TASKS), value=MT10_TASKS[4], label="Meta-World task")
-            robot_seed = gr.Number(value=100000000, precision=0, label="seed")
-            observation = gr.Image(type="numpy", label="observation (optional: replaces the task's first frame)")
-            act_steps = gr.Slider(1, 8, value=2, step=1, label="steps")
-            plot = gr.Image(label="action chunk")
-            table = gr.Dataframe(label="actions in real units (step, a0..a3)")
-            gr.Button("Decode actions").click(friendly(functions.actions), [task, robot_seed, observation, act_steps],
-                                              [plot, table], api_name="actions")
-            strip = gr.Image(label="closed-loop episode")
-            status = gr.Textbox(label="result")
-            gr.Button("Run a short episode").click(friendly(functions.episode), [task, robot_seed], [strip, status],
-                                                   api_name="episode")
+            with gr.Row():
+                task = gr.Dropdown(list(MT10_TASKS), value="drawer-open-v3", label="Meta-World MT10 task")
+                robot_seed = gr.Number(value=ROBOT_SEED, precision=0, minimum=0, maximum=MAX_SEED,
+                                       label="episode seed (>= 100000000: never in the training data)")
+                act_steps = gr.Slider(1, min(16, functions.action_tokens), value=min(2, functions.action_tokens),
+                                      step=1, label="decoding steps per chunk")
+            upload = gr.Image(type="numpy", label="observation (optional: replaces the episode's first frame)",
+                              image_mode="RGB")
+            decode_button = gr.Button("Decode actions", variant="primary")
+            with gr.Row():
+                seen = gr.Image(label="observation the model saw")
+                plot = gr.Image(label="action chunk")
+            table = gr.Dataframe(headers=["step", *functions.action_names], label="actions in real units")
+            act_info = gr.Textbox(label="run", interactive=False)
+            decode_button.click(friendly(functions.actions), [task, robot_seed, upload, act_steps],
+                                [seen, plot, table, act_info], api_name="actions")
+            with gr.Row():
+                max_steps = gr.Slider(5, 200, value=60, step=5, label="episode length cap (actions)")
+                episode_button = gr.Button("Run a short closed-loop episode")
+            strip = gr.Image(label="closed-loop episode (frames from start to end)")
+            status = gr.Textbox(label="result", interactive=False)
+            episode_button.click(friendly(functions.episode), [task, robot_seed, max_steps, act_steps],
+                                 [strip, status], api_name="episode")
     return app
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="Gradio demo: caption, text to image, robot actions")
-    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="exported model folder")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                        help=f"exported model folder (default: {DEFAULT_CHECKPOINT}, written by `unimask quickstart`)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from unimask.bundle import SETTINGS_FILE
+
+    checkpoint = Path(args.checkpoint)
+    if not (checkpoint / SETTINGS_FILE).is_file():
+        print(f"unimask demo: {checkpoint} is not an exported model folder (no {SETTINGS_FILE}). Run `unimask "
+              "quickstart` first, or pass --checkpoint DIR with a folder written by `unimask export`.", file=sys.stderr)
+        return 2
+    if not 1 <= args.port <= 65535:
+        print(f"unimask demo: --port must be between 1 and 65535, got {args.port}.", file=sys.stderr)
+        return 2
     from unimask.pipeline import UnifiedPipeline
 
-    if not Path(args.checkpoint).is_dir():
-        raise SystemExit(f"checkpoint {args.checkpoint} does not exist; run `unimask quickstart` first or pass "
-                         "--checkpoint DIR.")
-    app = build_app(UnifiedPipeline.from_pretrained(args.checkpoint))
-    app.launch(server_name=args.host, server_port=args.port)
+    app = build_app(UnifiedPipeline.from_pretrained(checkpoint))
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"unimask demo: binding to {args.host}: anyone who can reach this machine can use the demo.")
+    try:
+        app.launch(server_name=args.host, server_port=args.port)
+    except OSError as err:
+        print(f"unimask demo: cannot serve on {args.host}:{args.port} ({err}); pick another --port.", file=sys.stderr)
+        return 1
     return 0

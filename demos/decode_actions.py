@@ -1,7 +1,12 @@
-"""Decode an action chunk for a Meta-World observation (or an image file) and plot it.
+"""Decode an action chunk for a Meta-World observation (or an image file), print it and plot it.
 
     python -m unimask.demos.decode_actions --checkpoint runs/quickstart/model --task drawer-open-v3 --seed 100000000
+
+The observation is the first frame of the task's episode `--seed` (or `--image`); the instruction and, for
+checkpoints trained with it, the proprioceptive state come from that episode. Actions are in real units.
 """
+
+from __future__ import annotations
 
 import argparse
 
@@ -9,33 +14,37 @@ import numpy as np
 from PIL import Image
 
 from unimask import UnifiedPipeline
+from unimask.demos.plots import action_chunk_plot
 from unimask.training.evaluation.robot import MT10_TASKS, MetaWorldEnv
-from unimask.training.report import line_plot
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> np.ndarray:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/quickstart/model", help="exported model folder")
     parser.add_argument("--task", default="drawer-open-v3", choices=MT10_TASKS)
-    parser.add_argument("--seed", type=int, default=100_000_000, help="episode seed of the observation")
-    parser.add_argument("--image", default="", help="use this observation image instead of the simulator's")
+    parser.add_argument("--seed", type=int, default=100_000_000, help="episode seed (>= 1e8: not in training data)")
+    parser.add_argument("--image", default="", help="use this picture as the observation instead")
     parser.add_argument("--steps", type=int, default=2, help="decoding steps for the chunk")
-    parser.add_argument("--plot", default="actions.png")
-    args = parser.parse_args()
+    parser.add_argument("--plot", default="actions.png", help="where to save the chart")
+    args = parser.parse_args(argv)
 
     pipe = UnifiedPipeline.from_pretrained(args.checkpoint)
-    env = MetaWorldEnv(args.task)
+    # Render at the checkpoint's image resolution, as the training frames were.
+    env = MetaWorldEnv(args.task, image_size=getattr(pipe.bundle.image_tokenizer, "resolution", 64))
     obs, _ = env.reset(seed=args.seed)
     env.close()
     image = np.asarray(Image.open(args.image).convert("RGB")) if args.image else obs["image"]
     state = obs["state"][None] if pipe.uses_state else None
-    chunk = pipe.act([image], [obs["instruction"]], state=state, steps=args.steps)[0]
-    print(f"instruction: {obs['instruction']}")
-    print("step  " + "  ".join(f"a{d:<7}" for d in range(chunk.shape[1])))
+    chunk = pipe.act([image], [obs["instruction"]], state=state, steps=args.steps)[0]  # (horizon, 4)
+
+    names = ["x", "y", "z", "gripper"]  # end-effector displacement and gripper effort
+    print(f"instruction: {obs['instruction']!r}")
+    print("step " + "".join(f"{name:>10}" for name in names))
     for t, row in enumerate(chunk):
-        print(f"{t:<5} " + "  ".join(f"{v:+.4f}" for v in row))
-    line_plot({f"a{d}": chunk[:, d].tolist() for d in range(chunk.shape[1])}, args.task).save(args.plot)
+        print(f"{t:<5}" + "".join(f"{v:>+10.4f}" for v in row))
+    action_chunk_plot(chunk, names, f"{args.task}, seed {args.seed}").save(args.plot)
     print(f"plot: {args.plot}")
+    return chunk
 
 
 if __name__ == "__main__":
