@@ -50,7 +50,7 @@ def builder() -> SequenceBuilder:
 
 
 def write_dataset(out: Path, n: int, shard_size: int, *, tasks=("t2i", "i2t", "vla"), codes: bool = False,
-                  corrupt: dict[str, int] | None = None, seed: int = 0) -> dict:
+                  corrupt: dict[str, int] | None = None, seed: int = 0, stored_text: str = "item") -> dict:
     """n good samples (+ corrupt ones of the given kinds) in the train split; image 16x16, actions [4, 2]."""
     rng = np.random.default_rng(seed)
     kinds = [k for k, m in (corrupt or {}).items() for _ in range(m)]
@@ -64,7 +64,7 @@ def write_dataset(out: Path, n: int, shard_size: int, *, tasks=("t2i", "i2t", "v
                 extra = {"img_codes": PoolImages().encode(image[None])[0].numpy().astype(np.int16),
                          "act_codes": BinActions().encode(actions).astype(np.int16)}
             meta = {"captions": [f"item {i}", f"thing {i}"], "valid_steps": H, "index": int(i)}
-            sample = make_sample(f"s{i:05d}", image=image, text=f"item {i}", actions=actions, meta=meta, **extra)
+            sample = make_sample(f"s{i:05d}", image=image, text=f"{stored_text} {i}", actions=actions, meta=meta, **extra)
             if i >= n:
                 kind = kinds[i - n]
                 if kind == "undecodable_png":
@@ -283,6 +283,21 @@ def test_random_paraphrase_draws_from_the_json_captions(tmp_path):
         words[tuple(ids[:2].tolist())] += 1
     # Both paraphrases ("item i", "thing i") appear.
     assert set(words) == {tuple(text_ids("it")), tuple(text_ids("th"))} and min(words.values()) >= 3
+
+
+def test_stream_text_first_gives_one_canonical_wording(tmp_path):
+    write_dataset(tmp_path / "d", 20, 10, stored_text="thing")
+
+    def first_tokens(text: str) -> set:
+        config = DataConfig([StreamConfig(str(tmp_path / "d"), "lm", text=text)], batch_size=20, resampled=False,
+                            shuffle_buffer=0)
+        (batch,) = list(make_loader(config, builder(), TOKENIZERS))
+        return {tuple(batch.input_ids[row][batch.target_mask[row]][:2].tolist()) for row in range(20)}
+
+    assert first_tokens("first") == {tuple(text_ids("it"))}
+    assert first_tokens("stored") == {tuple(text_ids("th"))}
+    with pytest.raises(DataError, match="stream text must be one of"):
+        StreamConfig(str(tmp_path / "d"), "lm", text="canonical")
 
 
 def test_pretokenize_gives_the_same_sequences_without_tokenizers(tmp_path, capsys):

@@ -109,3 +109,22 @@ def test_from_causal_lm_copies_weights_and_extends_vocab(tmp_path):
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="cannot shrink"):
         MaskedDiffusionTransformer.from_causal_lm(tmp_path, vocab_size=10)
+
+
+def test_init_embedding_rows_keeps_the_geometry_of_the_features():
+    config = MaskedDiffusionConfig(vocab_size=40, d_model=64, n_layers=1, n_heads=2, max_seq_len=16)
+    model = MaskedDiffusionTransformer(config)
+    before = model.embed_tokens.weight.detach().clone()
+    features = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    features[1] = features[0] + 0.01  # a near-duplicate code
+    model.init_embedding_rows(10, features, seed=3)
+    rows = model.embed_tokens.weight.detach()
+    assert torch.equal(rows[:10], before[:10]) and torch.equal(rows[18:], before[18:])
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(rows[10], rows[11], dim=0) > 0.99
+    assert abs(float(cos(rows[10], rows[12], dim=0))) < 0.8
+    assert abs(float(rows[10:18].std()) - config.init_std) < 0.5 * config.init_std
+    with pytest.raises(ValueError, match="do not fit the vocabulary"):
+        model.init_embedding_rows(35, features)
+    with pytest.raises(ValueError, match=r"\(K, C\) matrix"):
+        model.init_embedding_rows(0, torch.zeros(3))

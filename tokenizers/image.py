@@ -105,6 +105,11 @@ class VQImageTokenizer:
         return int(self.model.config.num_vq_embeddings)
 
     @property
+    def codebook_vectors(self) -> torch.Tensor:
+        """(codebook_size, C) float copy of the quantizer's code vectors."""
+        return self.model.quantize.embedding.weight.detach().float().cpu().clone()
+
+    @property
     def num_tokens(self) -> int:
         return self.latent_shape[0] * self.latent_shape[1]
 

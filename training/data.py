@@ -75,16 +75,26 @@ class SampleError(Exception):
 
 
 # ----- config -----------------------------------------------------------------------------------------------------
+# How a stream picks the text of a sample with several paraphrases. "auto" follows `DataConfig.random_paraphrase`
+# ("random" or "stored"). "first" gives a text *target* (i2t) one canonical wording: with a random paraphrase the
+# model must spread what it learns about the image over every wording and position of the key word, which on
+# small data slows learning the image condition several times over.
+TEXT_CHOICES = ("auto", "random", "first", "stored")
+
+
 @dataclass
 class StreamConfig:
     dataset: str  # dataset folder with dataset.json, or a shard list/pattern ("dir/*.tar", "a-{000..009}.tar")
     task: str  # template built from each sample: t2i, i2t, vla or lm
     weight: float = 1.0  # relative share of this stream in the mix
     split: str = "train"  # which split of a dataset folder to read (ignored for shard patterns)
+    text: str = "auto"  # "random" paraphrase each time, "first" paraphrase always, "stored" txt; "auto": see below
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise DataError(f"stream task must be one of {TASKS}, got {self.task!r}.")
+        if self.text not in TEXT_CHOICES:
+            raise DataError(f"stream text must be one of {TEXT_CHOICES}, got {self.text!r} for {self.dataset}.")
         if not self.weight > 0:
             raise DataError(f"stream weight must be > 0, got {self.weight} for {self.dataset} ({self.task}).")
 
@@ -451,15 +461,19 @@ class SampleStream(IterableDataset):
 class TaskStream:
     """Turns decoded samples into `TokenSequence`s of one task (image tokenization batched)."""
 
-    def __init__(self, task: str, builder: SequenceBuilder, tokenizers: Tokenizers, random_paraphrase: bool,
+    def __init__(self, task: str, builder: SequenceBuilder, tokenizers: Tokenizers, text_choice: str,
                  image_batch: int, counter: SkipCounter):
+        if text_choice not in TEXT_CHOICES[1:]:
+            raise DataError(f"`text_choice` must be one of {TEXT_CHOICES[1:]}, got {text_choice!r}.")
         self.task, self.builder, self.tok = task, builder, tokenizers
-        self.random_paraphrase, self.image_batch, self.counter = random_paraphrase, image_batch, counter
+        self.text_choice, self.image_batch, self.counter = text_choice, image_batch, counter
 
     def _text(self, sample: dict[str, Any], rng: np.random.Generator) -> str:
         texts = sample["texts"]
-        if self.random_paraphrase and len(texts) > 1:
+        if self.text_choice == "random" and len(texts) > 1:
             return texts[int(rng.integers(len(texts)))]
+        if self.text_choice == "first" and texts:
+            return texts[0]
         return sample["text"]
 
     def _build(self, sample: dict[str, Any], codes: np.ndarray | None, rng: np.random.Generator) -> TokenSequence:
@@ -566,8 +580,11 @@ class MixedDataset(IterableDataset):
         rng = np.random.default_rng(_seed(self.config.seed, self.epoch, self.rank, worker, 43))
         iterators = []
         for index, (stream, cfg) in enumerate(zip(self.streams, self.config.streams)):
-            task = TaskStream(cfg.task, self.builder, self.tokenizers, self.config.random_paraphrase,
-                              self.config.image_batch, self.counter)
+            text_choice = cfg.text
+            if text_choice == "auto":
+                text_choice = "random" if self.config.random_paraphrase else "stored"
+            task = TaskStream(cfg.task, self.builder, self.tokenizers, text_choice, self.config.image_batch,
+                              self.counter)
             stream_rng = np.random.default_rng(_seed(self.config.seed, self.epoch, self.rank, worker, index, 47))
             iterators.append(task(stream, stream_rng))
         active = list(range(len(iterators)))

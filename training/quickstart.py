@@ -33,6 +33,7 @@ class QuickstartPlan:
     train_steps: int  # unified-model optimizer steps
     batch_size: int  # sequences per step
     lr: float  # peak learning rate
+    shapes_weight: float  # mix weight of each shapes stream (digits streams and MT10 weigh 2)
     eval_caption: int  # held-out images captioned per dataset
     eval_t2i_per_class: int  # generated digits per class for the judge
     eval_shapes: int  # shapes prompts generated and read back
@@ -44,12 +45,12 @@ PLANS = {
     "quick": QuickstartPlan(shapes_train=4000, shapes_test=300, mt10_train_episodes=12, mt10_test_episodes=2,
                             vq_steps=400, vq_max_images=12000,
                             model={"d_model": 128, "n_layers": 4, "n_heads": 4, "max_seq_len": 160},
-                            train_steps=700, batch_size=32, lr=2e-3, eval_caption=200, eval_t2i_per_class=10,
+                            train_steps=700, batch_size=32, lr=2e-3, shapes_weight=0.5, eval_caption=200, eval_t2i_per_class=10,
                             eval_shapes=60, eval_vla_episodes=3, judge_epochs=6),
     "full": QuickstartPlan(shapes_train=20000, shapes_test=2000, mt10_train_episodes=60, mt10_test_episodes=5,
                            vq_steps=1200, vq_max_images=30000,
                            model={"d_model": 256, "n_layers": 6, "n_heads": 8, "max_seq_len": 160},
-                           train_steps=4000, batch_size=32, lr=1e-3, eval_caption=364, eval_t2i_per_class=20,
+                           train_steps=4000, batch_size=32, lr=1e-3, shapes_weight=1.0, eval_caption=364, eval_t2i_per_class=20,
                            eval_shapes=200, eval_vla_episodes=5, judge_epochs=8),
 }
 
@@ -90,14 +91,16 @@ def _fit_action_tokenizers(mt10: Path, out: Path) -> dict[str, Any]:
 def train_config(out: Path, plan: QuickstartPlan) -> dict[str, Any]:
     data = out / "data"
     return {
-        "model": {**plan.model, "attention": "prefix"},
+        "model": {**plan.model, "attention": "prefix", "image_embedding_init": "codebook"},
         "tokenizers": {"text": str(out / "tokenizers" / "text"), "image": str(out / "tokenizers" / "vq" / "tokenizer"),
                        "action": str(out / "tokenizers" / "actions"), "state": str(out / "tokenizers" / "state")},
         "sequence": {"caption_length": 24, "max_condition_text": 24, "action_horizon": 8, "action_dim": 4},
-        "data": {"streams": [{"dataset": str(data / "digits-tok"), "task": "i2t", "weight": 1.0},
-                             {"dataset": str(data / "digits-tok"), "task": "t2i", "weight": 1.0},
-                             {"dataset": str(data / "shapes-tok"), "task": "i2t", "weight": 1.0},
-                             {"dataset": str(data / "shapes-tok"), "task": "t2i", "weight": 1.0},
+        # Captions are targets in one canonical wording ("first"); prompts and instructions keep their paraphrases.
+        "data": {"streams": [{"dataset": str(data / "digits-tok"), "task": "i2t", "weight": 2.0, "text": "first"},
+                             {"dataset": str(data / "digits-tok"), "task": "t2i", "weight": 2.0},
+                             {"dataset": str(data / "shapes-tok"), "task": "i2t", "weight": plan.shapes_weight,
+                              "text": "first"},
+                             {"dataset": str(data / "shapes-tok"), "task": "t2i", "weight": plan.shapes_weight},
                              {"dataset": str(data / "mt10-tok"), "task": "vla", "weight": 2.0}],
                  "batch_size": plan.batch_size, "shuffle_buffer": 1000},
         "masking": {"p_uncond": 0.1},

@@ -20,6 +20,12 @@ class ModelSection:
     dropout: float = 0.0  # dropout in attention and residual branches
     tie_embeddings: bool = True  # share input embedding and output projection
     init_from: str = ""  # a local Llama-style causal LM folder to start from (AR-init); "" starts from scratch
+    image_embedding_init: str = "normal"  # "normal", or "codebook": image-code rows start from the VQ codebook
+
+    def __post_init__(self) -> None:
+        if self.image_embedding_init not in ("normal", "codebook"):
+            raise ValueError(f"model.image_embedding_init must be 'normal' or 'codebook', "
+                             f"got {self.image_embedding_init!r}.")
 
 
 @dataclass

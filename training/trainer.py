@@ -32,6 +32,7 @@ from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.training.distributed import (DeepSpeedEngine, TorchEngine, deepspeed_config, init_distributed,
                                           latest_tag)
 from unimask.training.train_config import TrainConfig
+from unimask.vocab import Modality
 
 
 def load_tokenizers(config: TrainConfig) -> dict[str, Any]:
@@ -128,6 +129,12 @@ class Trainer:
                 vocab_size=self.vocab.size, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
                 n_kv_heads=m.n_kv_heads, ffn_hidden=m.ffn_hidden, max_seq_len=m.max_seq_len,
                 attention=m.attention, dropout=m.dropout, tie_embeddings=m.tie_embeddings))
+        if m.image_embedding_init == "codebook":
+            image_tokenizer = self.parts["image_tokenizer"]
+            if image_tokenizer is None:
+                raise ValueError("model.image_embedding_init='codebook' needs tokenizers.image (a VQ tokenizer).")
+            model.init_embedding_rows(self.vocab.range_of(Modality.IMAGE)[0], image_tokenizer.codebook_vectors,
+                                      seed=tc.seed)
         model.to(self.device)
         o = config.optim
         decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -214,7 +221,7 @@ class Trainer:
                 for k, v in self.engine.state_dict_for_export().items():
                     self.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
         self.tokens_per_step += int(batch.input_ids.numel())
-        return {"loss": float(result.loss), **{f"loss/{k}": v for k, v in result.per_task.items()},
+        return {"loss": float(result.loss.detach()), **{f"loss/{k}": v for k, v in result.per_task.items()},
                 "stepped": stepped}
 
     def train(self, stop_after: int | None = None) -> dict[str, Any]:

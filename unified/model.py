@@ -224,6 +224,27 @@ class MaskedDiffusionTransformer(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
 
+    @torch.no_grad()
+    def init_embedding_rows(self, start: int, features: torch.Tensor, seed: int = 0) -> None:
+        """Start the embedding rows `start .. start + K` from K feature vectors (K, C) instead of noise.
+
+        Features are standardised per dimension and sent through a fixed random projection to `d_model`, at the
+        scale of the normal initialisation. Used for VQ codes: codes whose codebook vectors are close start close,
+        so the model does not have to discover from scratch which of hundreds of codes mean the same stroke.
+        """
+        features = torch.as_tensor(features, dtype=torch.float32).detach().cpu()
+        if features.dim() != 2 or len(features) == 0:
+            raise ValueError(f"`features` must be a non-empty (K, C) matrix, got shape {tuple(features.shape)}.")
+        if start < 0 or start + len(features) > self.config.vocab_size:
+            raise ValueError(f"rows {start}..{start + len(features)} do not fit the vocabulary of "
+                             f"{self.config.vocab_size}.")
+        standardised = (features - features.mean(0)) / features.std(0).clamp(min=1e-6)
+        generator = torch.Generator().manual_seed(seed)
+        projection = torch.randn(features.shape[1], self.config.d_model, generator=generator)
+        rows = standardised @ projection / features.shape[1] ** 0.5 * self.config.init_std
+        weight = self.embed_tokens.weight
+        weight[start:start + len(features)] = rows.to(device=weight.device, dtype=weight.dtype)
+
     @property
     def device(self) -> torch.device:
         return self.embed_tokens.weight.device
