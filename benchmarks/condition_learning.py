@@ -1,0 +1,117 @@
+"""How fast does the model learn to read the image? Digits captioning (i2t) alone, in memory, on a quickstart run.
+
+Trains the same small model under a few settings and reports held-out digit accuracy of greedy captions every
+`--eval-every` steps, so the settings can be compared at equal steps in one run:
+- `paraphrase` vs `first`: a random caption paraphrase per sample vs one canonical wording of the target;
+- `normal` vs `codebook`: image-code embeddings from noise vs from the VQ codebook (`init_embedding_rows`).
+
+    OMP_NUM_THREADS=1 python benchmarks/condition_learning.py --run runs/quickstart --steps 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+
+from unimask.masking import MaskingConfig, diffusion_loss, forward_process
+from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
+from unimask.sampler import generate
+from unimask.schedulers.text import TextUnmaskingScheduler
+from unimask.sequence import SequenceBuilder, collate
+from unimask.tokenizers.image import VQImageTokenizer
+from unimask.tokenizers.text import load_text_tokenizer
+from unimask.training.data import iterate_samples
+from unimask.training.evaluation.captions import digit_caption_accuracy, digit_in_caption
+from unimask.vocab import Modality, UnifiedVocab
+
+SETTINGS = {"paraphrase+normal": ("random", "normal"), "first+normal": ("first", "normal"),
+            "first+codebook": ("first", "codebook")}
+
+
+def load_split(run: str, split: str) -> list[tuple[np.ndarray, list[str]]]:
+    return [(np.asarray(s["img_codes"]).ravel(), s["texts"])
+            for s in iterate_samples(f"{run}/data/digits-tok", split, "i2t")]
+
+
+def train_and_evaluate(run: str, text: str, embedding: str, args: argparse.Namespace) -> list[dict]:
+    tokenizer = load_text_tokenizer(f"{run}/tokenizers/text")
+    vocab = UnifiedVocab.load(f"{run}/model")
+    builder = SequenceBuilder(vocab, caption_length=24)
+    train, test = load_split(run, "train"), load_split(run, "test")[:args.eval_images]
+    labels = [digit_in_caption(texts[0]) for _, texts in test]
+    rng = np.random.default_rng(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=vocab.size, d_model=args.d_model,
+                                                             n_layers=args.layers, n_heads=4, max_seq_len=128))
+    if embedding == "codebook":
+        codebook = VQImageTokenizer.from_pretrained(f"{run}/tokenizers/vq/tokenizer").codebook_vectors
+        model.init_embedding_rows(vocab.range_of(Modality.IMAGE)[0], codebook, seed=args.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    warmup = 35
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup else
+                                                 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warmup) / args.steps)))
+    scheduler = TextUnmaskingScheduler(vocab.mask_id, vocab.eos_id, vocab.pad_id, block_length=24)
+    lo, hi = vocab.range_of(Modality.TEXT)
+    rows = []
+    start = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        picks = rng.integers(len(train), size=args.batch_size)
+        texts = [train[i][1][int(rng.integers(len(train[i][1])))] if text == "random" else train[i][1][0]
+                 for i in picks]
+        batch = collate([builder.i2t(train[i][0], tokenizer(t, add_special_tokens=False)["input_ids"])
+                         for i, t in zip(picks, texts)], vocab.pad_id)
+        noisy = forward_process(batch, vocab, MaskingConfig(), generator)
+        logits = model(noisy.input_ids, segment_ids=batch.segment_ids, position_ids=batch.position_ids).logits
+        loss = diffusion_loss(logits, noisy, vocab).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % args.eval_every == 0:
+            model.eval()
+            batch = collate([builder.i2t(codes, None) for codes, _ in test], vocab.pad_id, padding_side="left")
+            with torch.no_grad():
+                tokens = generate(model, batch, vocab, scheduler, num_steps=24).tokens
+            captions = [tokenizer.decode((row[(row >= lo) & (row < hi)] - lo).tolist()) for row in tokens]
+            model.train()
+            rows.append({"step": step, "accuracy": digit_caption_accuracy(captions, labels),
+                         "seconds": time.perf_counter() - start})
+            print(f"{text}+{embedding} step {step}: held-out digit accuracy {rows[-1]['accuracy']:.3f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="runs/quickstart", help="a quickstart run folder (data, tokenizers, model)")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from {list(SETTINGS)}")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--eval-images", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/bench_condition_learning.json")
+    args = parser.parse_args()
+    results = {}
+    for name in args.settings.split(","):
+        if name not in SETTINGS:
+            raise SystemExit(f"unknown setting {name!r}; choose from {list(SETTINGS)}.")
+        results[name] = train_and_evaluate(args.run, *SETTINGS[name], args)
+    with open(args.out, "w") as f:
+        json.dump({"args": vars(args), "results": results}, f, indent=2)
+    print("| setting | " + " | ".join(f"step {r['step']}" for r in next(iter(results.values()))) + " |")
+    for name, rows in results.items():
+        print(f"| {name} | " + " | ".join(f"{r['accuracy']:.3f}" for r in rows) + " |")
+
+
+if __name__ == "__main__":
+    main()
