@@ -83,7 +83,7 @@ def train_and_evaluate(run: str, text: str, embedding: str, args: argparse.Names
             model.train()
             rows.append({"step": step, "accuracy": digit_caption_accuracy(captions, labels),
                          "seconds": time.perf_counter() - start})
-            print(f"{text}+{embedding} step {step}: held-out digit accuracy {rows[-1]['accuracy']:.3f}", flush=True)
+            print(f"{text} wording + {embedding} embeddings, step {step}: held-out digit accuracy {rows[-1]['accuracy']:.3f}", flush=True)
     return rows
 
 
