@@ -4,6 +4,8 @@ Trains the same small model under a few settings and reports held-out digit accu
 `--eval-every` steps, so the settings can be compared at equal steps in one run:
 - `paraphrase` vs `first`: a random caption paraphrase per sample vs one canonical wording of the target;
 - `normal` vs `codebook`: image-code embeddings from noise vs from the VQ codebook (`init_embedding_rows`).
+First it checks that the codes carry the digit at all: a 1-nearest-neighbour (Hamming distance between code grids)
+and a logistic regression on one-hot codes per position, fitted on the train split, scored on held-out digits.
 
     OMP_NUM_THREADS=1 python benchmarks/condition_learning.py --run runs/quickstart --steps 500
 """
@@ -36,6 +38,29 @@ SETTINGS = {"paraphrase+normal": ("random", "normal"), "first+normal": ("first",
 def load_split(run: str, split: str) -> list[tuple[np.ndarray, list[str]]]:
     return [(np.asarray(s["img_codes"]).ravel(), s["texts"])
             for s in iterate_samples(f"{run}/data/digits-tok", split, "i2t")]
+
+
+def code_probes(run: str, eval_images: int) -> dict[str, float]:
+    """Held-out digit accuracy of two classifiers that read only the VQ code grids."""
+    from sklearn.linear_model import LogisticRegression
+
+    def arrays(split: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+        samples = load_split(run, split)[:limit]
+        return np.stack([c for c, _ in samples]), np.array([digit_in_caption(t[0]) for _, t in samples])
+
+    train_codes, train_labels = arrays("train", None)
+    test_codes, test_labels = arrays("test", eval_images)
+    distances = (test_codes[:, None, :] != train_codes[None, :, :]).sum(-1)
+    nearest = float((train_labels[distances.argmin(1)] == test_labels).mean())
+    size = int(max(train_codes.max(), test_codes.max())) + 1
+
+    def one_hot(codes: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(codes), codes.shape[1] * size), dtype=np.float32)
+        out[np.arange(len(codes))[:, None], np.arange(codes.shape[1]) * size + codes] = 1
+        return out
+
+    linear = LogisticRegression(max_iter=2000).fit(one_hot(train_codes), train_labels)
+    return {"nearest_neighbour": nearest, "logistic_regression": float(linear.score(one_hot(test_codes), test_labels))}
 
 
 def train_and_evaluate(run: str, text: str, embedding: str, args: argparse.Namespace) -> list[dict]:
@@ -101,13 +126,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench_condition_learning.json")
     args = parser.parse_args()
+    probes = code_probes(args.run, args.eval_images)
+    print(f"codes alone: 1-NN {probes['nearest_neighbour']:.3f}, logistic regression "
+          f"{probes['logistic_regression']:.3f} held-out digit accuracy", flush=True)
     results = {}
-    for name in args.settings.split(","):
+    for name in filter(None, args.settings.split(",")):
         if name not in SETTINGS:
             raise SystemExit(f"unknown setting {name!r}; choose from {list(SETTINGS)}.")
         results[name] = train_and_evaluate(args.run, *SETTINGS[name], args)
     with open(args.out, "w") as f:
-        json.dump({"args": vars(args), "results": results}, f, indent=2)
+        json.dump({"args": vars(args), "code_probes": probes, "results": results}, f, indent=2)
+    if not results:
+        return
     print("| setting | " + " | ".join(f"step {r['step']}" for r in next(iter(results.values()))) + " |")
     for name, rows in results.items():
         print(f"| {name} | " + " | ".join(f"{r['accuracy']:.3f}" for r in rows) + " |")
