@@ -46,7 +46,7 @@ def train_minimal(model: MaskedDiffusionTransformer, batches: Iterator[SequenceB
         schedule.step()
         result.losses.append(loss.item())
         result.steps = step + 1
-        if stop_when is not None and stop_when(step, float(loss)):
+        if stop_when is not None and stop_when(step, result.losses[-1]):
             break
     model.eval()
     return result
