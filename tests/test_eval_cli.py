@@ -10,6 +10,7 @@ from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.tokenizers.image import VQImageTokenizer, build_vqmodel
 from unimask.tokenizers.text import train_text_tokenizer, vocab_for
 from unimask.training.digits import DIGIT_WORDS, write_digits
+from unimask.training.evaluation import suite
 from unimask.training.evaluation.cli import evaluate_checkpoint
 from unimask.training.shapes import write_shapes
 
@@ -46,5 +47,29 @@ def test_eval_cli_rejects_unknown_task(setup, capsys):
 
     assert main(["eval", str(setup / "model"), "--task", "poetry", "--data", str(setup / "data")]) == 2
     assert "unknown --task" in capsys.readouterr().err
-    with pytest.raises(NotImplementedError, match="train-clip"):
-        main(["eval", "train-clip"])
+
+
+def test_clip_task_scores_generated_pairs_beside_references(setup):
+    from unimask.training.evaluation.clip import ClipTrainConfig, train_clip
+
+    samples = list(suite.iter_test_samples(setup / "data" / "digits", split="train"))
+    train_clip([(s["image"], s["texts"]) for s in samples], [s["image"] for s in samples[:10]],
+               [s["meta"]["label"] for s in samples[:10]], [[w] for w in DIGIT_WORDS], setup / "clip",
+               ClipTrainConfig(epochs=1, min_zero_shot=0.0), progress=False)
+    out = setup / "eval-clip"
+    results = evaluate_checkpoint(setup / "model", setup / "data", out, tasks=("clip",), clip=setup / "clip",
+                                  clip_limit=4)
+    for name in ("clip", "clip_shapes"):
+        scores = {k: v for k, v in results[name].items() if k.endswith("clip_score")}
+        assert set(scores) == {"t2i_clip_score", "caption_clip_score", "real_pair_clip_score",
+                               "mismatched_pair_clip_score"}
+        assert all(0.0 <= v <= 100.0 for v in scores.values()) and results[name]["n"] == 4
+    assert "| clip | digits | t2i_clip_score |" in (out / "results.md").read_text()
+
+
+def test_train_clip_cli_refuses_a_clip_too_weak_to_trust(setup, tmp_path):
+    from unimask.cli import main
+    from unimask.training.evaluation.judge import JudgeTooWeakError
+
+    with pytest.raises(JudgeTooWeakError, match="zero-shot"):
+        main(["eval", "train-clip", "--data", str(setup / "data"), "--out", str(tmp_path / "clip"), "--epochs", "1"])

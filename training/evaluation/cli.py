@@ -1,4 +1,5 @@
-"""`unimask eval CHECKPOINT --task caption|t2i|shapes|vla|all --data DIR` and `unimask eval train-judge`.
+"""`unimask eval CHECKPOINT --task caption|t2i|shapes|vla|clip|all --data DIR`, `unimask eval train-judge` and
+`unimask eval train-clip`.
 
 `--data` is the folder holding the dataset folders written by `unimask data` (`digits/`, `shapes/`; the quickstart's
 `runs/quickstart/data`). Results go to `<out>/results.json` and `<out>/results.md`, plus sample pictures.
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from unimask.atomic import atomic_write_text
 
 from . import suite
 
@@ -33,6 +36,38 @@ def train_digit_judge(data_dir: str | Path, out: str | Path, epochs: int = 8) ->
     return accuracy
 
 
+def train_dataset_clip(data_dir: str | Path, out: str | Path, epochs: int = 16,
+                       max_pairs_per_dataset: int = 4000) -> dict[str, Any]:
+    """Train a small CLIP on the real train pairs of `data_dir/digits` (and `shapes` when present), check it
+    zero-shot on the real held-out digits, and record its reference scores on held-out pairs in `clip_check.json`.
+
+    Digits pairs are seen twice per epoch and each dataset gives at most `max_pairs_per_dataset` pairs, so the few
+    digits (which carry the zero-shot check) are not drowned by shapes scenes."""
+    from unimask.training.digits import digit_captions
+
+    from .clip import CLIP_CHECK, ClipTrainConfig, train_clip
+
+    data_dir = Path(data_dir)
+    names = [n for n in ("digits", "shapes") if (data_dir / n).is_dir()]
+    if "digits" not in names:
+        raise FileNotFoundError(f"{data_dir} has no digits/ dataset; write one with `unimask data digits`.")
+    pairs = [(s["image"], s["texts"] or [s["text"]]) for name in names
+             for s in suite.iter_test_samples(data_dir / name, max_pairs_per_dataset, split="train")
+             for _ in range(2 if name == "digits" else 1)]
+    test = list(suite.iter_test_samples(data_dir / "digits"))
+    scorer, accuracy = train_clip(pairs, [s["image"] for s in test], [s["meta"]["label"] for s in test],
+                                  [digit_captions(k) for k in range(10)], out, ClipTrainConfig(epochs=epochs))
+    check: dict[str, Any] = {"train_pairs_per_epoch": len(pairs), "datasets": names,
+                             "digits_zero_shot_accuracy": accuracy}
+    for name in names:
+        held_out = list(suite.iter_test_samples(data_dir / name, limit=200))
+        images, texts = [s["image"] for s in held_out], [s["text"] for s in held_out]
+        check[f"{name}_real_pair_clip_score"] = float(scorer.score(images, texts).mean())
+        check[f"{name}_mismatched_pair_clip_score"] = float(scorer.score(images, texts[1:] + texts[:1]).mean())
+    atomic_write_text(Path(out) / CLIP_CHECK, json.dumps(check, indent=2))
+    return check
+
+
 def _save_grid(images: np.ndarray, path: Path, columns: int = 10) -> None:
     from PIL import Image
 
@@ -49,8 +84,12 @@ def _save_grid(images: np.ndarray, path: Path, columns: int = 10) -> None:
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Path,
                         tasks: Sequence[str] = suite.TASKS, caption_limit: int = 200, t2i_per_class: int = 10,
                         shapes_limit: int = 100, vla_episodes: int = 5, vla_seeds: list[int] | None = None,
-                        judge_dir: str | Path | None = None, judge_epochs: int = 8) -> dict[str, Any]:
-    """Run the chosen tasks on a checkpoint; writes results.json / results.md / pictures into `out`."""
+                        judge_dir: str | Path | None = None, judge_epochs: int = 8, clip_limit: int = 100,
+                        clip: str | Path | None = None, clip_weights: str | Path | None = None) -> dict[str, Any]:
+    """Run the chosen tasks on a checkpoint; writes results.json / results.md / pictures into `out`.
+
+    `clip`: an open_clip local-dir folder or architecture name (with `clip_weights`, a local file); by default a
+    small CLIP is trained on the dataset's own pairs into `out/clip` when none is there."""
     from unimask.pipeline import UnifiedPipeline
 
     from .judge import ImageJudge
@@ -86,32 +125,54 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pat
         start = time.time()
         results["vla"] = suite.evaluate_vla(pipe, episodes=vla_episodes, seeds=vla_seeds)
         timings["vla"] = time.time() - start
+    if "clip" in tasks:
+        from .clip import CLIP_CONFIG, ClipScorer
+
+        start = time.time()
+        if clip is None:
+            clip = out / "clip"
+            if not (clip / CLIP_CONFIG).is_file():
+                train_dataset_clip(data, clip)
+        scorer = ClipScorer.load(clip, clip_weights)
+        results["clip"] = suite.evaluate_clip(pipe, data / "digits", scorer, limit=clip_limit)
+        if (data / "shapes").is_dir():
+            results["clip_shapes"] = suite.evaluate_clip(pipe, data / "shapes", scorer, limit=clip_limit)
+        timings["clip"] = time.time() - start
     results["seconds"] = timings
     suite.save_results(results, out)
     return json.loads((out / "results.json").read_text())
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a checkpoint (or: eval train-judge --data DIR --out DIR)")
-    parser.add_argument("target", help="checkpoint folder, or 'train-judge'")
-    parser.add_argument("--task", default="all", help="caption, t2i, shapes, vla or all (comma-separated)")
+    parser = subparsers.add_parser("eval", help="evaluate a checkpoint (or: eval train-judge|train-clip --data DIR "
+                                                "--out DIR)")
+    parser.add_argument("target", help="checkpoint folder, 'train-judge' or 'train-clip'")
+    parser.add_argument("--task", default="all", help="caption, t2i, shapes, vla, clip or all (comma-separated)")
     parser.add_argument("--data", default="runs/quickstart/data", help="folder holding digits/ and shapes/")
     parser.add_argument("--out", default="", help="results folder (default: CHECKPOINT/../eval)")
     parser.add_argument("--judge", default="", help="judge folder (trained on real digits when missing)")
     parser.add_argument("--episodes", type=int, default=5, help="closed-loop episodes per MT10 task")
     parser.add_argument("--seeds", default="", help="comma-separated episode offsets (default: held-out eval seeds)")
     parser.add_argument("--limit", type=int, default=200, help="held-out samples for caption / shapes")
+    parser.add_argument("--clip", default="", help="open_clip local-dir folder or architecture name (default: "
+                                                   "a small CLIP trained on --data into OUT/clip)")
+    parser.add_argument("--clip-weights", default="", help="local checkpoint file for an architecture name")
+    parser.add_argument("--epochs", type=int, default=0, help="train-judge / train-clip epochs (default: 8 / 16)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.target == "train-judge":
         out = args.out or "runs/judge"
-        accuracy = train_digit_judge(Path(args.data) / "digits", out)
+        accuracy = train_digit_judge(Path(args.data) / "digits", out, epochs=args.epochs or 8)
         print(f"judge: {accuracy:.4f} on real held-out digits; saved to {out}")
         return 0
     if args.target == "train-clip":
-        raise NotImplementedError("`unimask eval train-clip` (CLIP score with open_clip) is not implemented yet.")
+        out = args.out or "runs/clip"
+        check = train_dataset_clip(args.data, out, epochs=args.epochs or 16)
+        print(json.dumps(check, indent=2))
+        print(f"CLIP saved to {out} (open_clip local-dir layout)")
+        return 0
     tasks = suite.TASKS if args.task == "all" else tuple(t.strip() for t in args.task.split(","))
     unknown = [t for t in tasks if t not in suite.TASKS]
     if unknown:
@@ -121,7 +182,8 @@ def _run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     results = evaluate_checkpoint(args.target, args.data, out, tasks=tasks, caption_limit=args.limit,
                                   shapes_limit=args.limit, vla_episodes=args.episodes, vla_seeds=seeds,
-                                  judge_dir=args.judge or None)
+                                  judge_dir=args.judge or None, clip_limit=min(args.limit, 100),
+                                  clip=args.clip or None, clip_weights=args.clip_weights or None)
     print((out / "results.md").read_text())
     print(f"results: {out / 'results.json'}")
     return 0 if results else 1

@@ -7,6 +7,8 @@ and returns a dict of metrics with the settings that produced them:
 - t2i: fraction of generated digits the independent judge assigns to the prompted class.
 - shapes: colour / shape / count / position read from generated images by colour segmentation (GenEval-style).
 - vla: closed-loop Meta-World MT10 success (see `unimask.training.evaluation.robot`).
+- clip: CLIP scores of generated images (prompt vs image) and of generated captions (real image vs caption), beside
+  the same CLIP's scores of real pairs and of mismatched pairs (see `unimask.training.evaluation.clip`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from unimask.atomic import atomic_write_text
 from unimask.training.shards import read_card
 
-TASKS = ("caption", "t2i", "shapes", "vla")
+TASKS = ("caption", "t2i", "shapes", "vla", "clip")
 
 
 def iter_test_samples(directory: str | Path, limit: int | None = None, split: str = "test") -> Iterator[dict[str, Any]]:
@@ -98,6 +100,32 @@ def evaluate_shapes_t2i(pipeline, data_dir: str | Path, limit: int = 100, batch_
             "prompts": [s["text"] for s in samples]}
 
 
+def evaluate_clip(pipeline, data_dir: str | Path, scorer, limit: int = 100, batch_size: int = 20, seed: int = 0,
+                  **generate: Any) -> dict[str, Any]:
+    """Mean CLIP scores on `limit` held-out pairs: generated image vs its prompt (t2i), real image vs the generated
+    caption (caption), and the references: real image vs its caption, real image vs another image's caption."""
+    card = read_card(data_dir)
+    samples = list(iter_test_samples(data_dir, limit))
+    if len(samples) < 2:
+        raise ValueError(f"CLIP evaluation needs at least 2 held-out samples in {data_dir}, found {len(samples)}.")
+    images = [s["image"] for s in samples]
+    texts = [s["text"] for s in samples]
+    generated, captions = [], []
+    for index, batch in enumerate(_batched(samples, batch_size)):
+        generated += pipeline.text_to_image([s["text"] for s in batch], seed=seed + index, **generate)
+        captions += pipeline.caption([s["image"] for s in batch])
+    mismatched = texts[1:] + texts[:1]  # a neighbour's caption; consecutive held-out samples differ in content
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.mean(values))
+
+    return {"dataset": card["source"], "n": len(samples), "clip": str(scorer.source),
+            "t2i_clip_score": mean(scorer.score(generated, texts)),
+            "caption_clip_score": mean(scorer.score(images, captions)),
+            "real_pair_clip_score": mean(scorer.score(images, texts)),
+            "mismatched_pair_clip_score": mean(scorer.score(images, mismatched))}
+
+
 def pipeline_policy(pipeline, **generate: Any):
     """A closed-loop policy from a pipeline: `act` on the current frame, instruction and state."""
 
@@ -136,9 +164,10 @@ def markdown_table(results: dict[str, Any]) -> str:
         if not isinstance(result, dict):
             continue
         for key, value in result.items():
-            if (key.endswith("accuracy") or key == "average_success") and isinstance(value, float):
+            if (key.endswith(("accuracy", "clip_score")) or key == "average_success") and isinstance(value, float):
                 n = result.get("n", result.get("settings", {}).get("episodes"))
-                rows.append(f"| {task} | {result.get('dataset', 'mt10')} | {key} | {value:.3f} | {n} |")
+                shown = f"{value:.2f}" if key.endswith("clip_score") else f"{value:.3f}"
+                rows.append(f"| {task} | {result.get('dataset', 'mt10')} | {key} | {shown} | {n} |")
     return "\n".join(rows) + "\n"
 
 
