@@ -163,7 +163,8 @@ def train_clip(pairs: Sequence[tuple[np.ndarray, Sequence[str]]], check_images: 
     `out`, and return it with its zero-shot accuracy on `check_images` (raises `JudgeTooWeakError` below
     `config.min_zero_shot`). Each epoch draws one paraphrase per image."""
     import open_clip
-    from tqdm.auto import tqdm
+
+    from .fit import fit_on_shifted_images
 
     config = config or ClipTrainConfig()
     if not pairs:
@@ -177,29 +178,14 @@ def train_clip(pairs: Sequence[tuple[np.ndarray, Sequence[str]]], check_images: 
     images = torch.stack([preprocess(p) for p in _as_pil([image for image, _ in pairs])])
     captions = [list(texts) for _, texts in pairs]
     loss_fn = open_clip.ClipLoss()
-    steps_per_epoch = -(-len(pairs) // config.batch_size)
-    total = config.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.1)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.1)
-    shift = max(1, config.image_size // 16)  # random shifts of a few pixels: the only augmentation
-    model.train()
-    bar = tqdm(total=total, desc="clip", disable=not progress)
-    for _ in range(config.epochs):
-        order = rng.permutation(len(pairs))
-        for start in range(0, len(order), config.batch_size):
-            index = order[start:start + config.batch_size]
-            dx, dy = rng.integers(-shift, shift + 1, size=2).tolist()
-            batch = torch.roll(images[index], shifts=(dy, dx), dims=(2, 3))
-            texts = tokenizer([captions[i][rng.integers(len(captions[i]))] for i in index])
-            features = model(batch, texts)
-            loss = loss_fn(features["image_features"], features["text_features"], features["logit_scale"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+
+    def batch_loss(batch: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        texts = tokenizer([captions[i][rng.integers(len(captions[i]))] for i in index.tolist()])
+        features = model(batch, texts)
+        return loss_fn(features["image_features"], features["text_features"], features["logit_scale"])
+
+    fit_on_shifted_images(model, images, batch_loss, epochs=config.epochs, batch_size=config.batch_size,
+                          lr=config.lr, weight_decay=0.1, seed=config.seed, desc="clip", progress=progress)
     save_clip(model, config, out)
     scorer = ClipScorer.load(out)
     accuracy = float((scorer.zero_shot(check_images, class_prompts) == np.asarray(check_labels)).mean())

@@ -93,7 +93,7 @@ def train_judge(train_images: np.ndarray, train_labels: np.ndarray, test_images:
 
     Raises `JudgeTooWeakError` if the held-out accuracy is below `config.min_accuracy`.
     """
-    from tqdm.auto import tqdm
+    from .fit import fit_on_shifted_images
 
     config = config or JudgeConfig()
     torch.manual_seed(config.seed)
@@ -102,29 +102,10 @@ def train_judge(train_images: np.ndarray, train_labels: np.ndarray, test_images:
     y = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"got {len(x)} training images and {len(y)} labels; both must be equal and > 0.")
-    generator = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = -(-len(x) // config.batch_size)
-    total = config.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(judge.model.parameters(), lr=config.lr, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.15)
-    shift = max(1, config.image_size // 16)
-    judge.model.train()
-    bar = tqdm(total=total, desc="judge", disable=not progress)
-    for _ in range(config.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), config.batch_size):
-            index = order[start:start + config.batch_size]
-            dx, dy = torch.randint(-shift, shift + 1, (2,), generator=generator).tolist()
-            batch = torch.roll(x[index], shifts=(dy, dx), dims=(2, 3))
-            loss = F.cross_entropy(judge.model(batch), y[index], label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    judge.model.eval()
+    fit_on_shifted_images(judge.model, x, lambda batch, index: F.cross_entropy(judge.model(batch), y[index],
+                                                                               label_smoothing=0.05),
+                          epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=0.05,
+                          seed=config.seed, desc="judge", progress=progress)
     accuracy = judge.accuracy(test_images, test_labels)
     if accuracy < config.min_accuracy:
         raise JudgeTooWeakError(
