@@ -174,6 +174,7 @@ class VQImageTokenizer:
         raw = json.loads((directory / "config.json").read_text())
         if raw.get("_class_name") not in (None, "VQModel"):
             raise ValueError(f"{directory} holds a {raw.get('_class_name')}, not a diffusers VQModel.")
-        model = VQModel.from_pretrained(str(directory), local_files_only=True)
+        # low_cpu_mem_usage=False: VQ tokenizers are small, and the default would ask for `accelerate` on every load.
+        model = VQModel.from_pretrained(str(directory), local_files_only=True, low_cpu_mem_usage=False)
         settings = json.loads((directory / SETTINGS_FILE).read_text()) if (directory / SETTINGS_FILE).is_file() else {}
         return cls(model, resolution=settings.get("resolution"))
