@@ -48,9 +48,9 @@ PLANS = {
                             train_steps=700, batch_size=32, lr=2e-3, shapes_weight=0.5, eval_caption=200, eval_t2i_per_class=10,
                             eval_shapes=60, eval_vla_episodes=3, judge_epochs=6),
     "full": QuickstartPlan(shapes_train=20000, shapes_test=2000, mt10_train_episodes=60, mt10_test_episodes=5,
-                           vq_steps=1200, vq_max_images=30000,
-                           model={"d_model": 256, "n_layers": 6, "n_heads": 8, "max_seq_len": 160},
-                           train_steps=4000, batch_size=32, lr=1e-3, shapes_weight=1.0, eval_caption=364, eval_t2i_per_class=20,
+                           vq_steps=800, vq_max_images=30000,
+                           model={"d_model": 192, "n_layers": 6, "n_heads": 6, "max_seq_len": 160},
+                           train_steps=2200, batch_size=32, lr=1.5e-3, shapes_weight=1.0, eval_caption=364, eval_t2i_per_class=20,
                            eval_shapes=200, eval_vla_episodes=5, judge_epochs=8),
 }
 
