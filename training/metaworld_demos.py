@@ -33,6 +33,7 @@ Train samples go through a seeded shuffle buffer before being written, so every 
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import pickle
@@ -275,6 +276,10 @@ def _run_job(job: _Job) -> _JobResult:
         _close_worker_cache()
         env = make_env(job.task)
         _WORKER_CACHE[key] = (env, make_policy(job.task), FrameRenderer(env, job.image_size, job.camera))
+        # A pool worker ends with a normal interpreter exit: free the renderer at exit, before mujoco's own exit
+        # handler (registered with the first GL context) terminates the EGL display. Exit handlers run last-in first.
+        atexit.unregister(_close_worker_cache)
+        atexit.register(_close_worker_cache)
     env, policy, renderer = _WORKER_CACHE[key]
     result = _JobResult(job.task, job.split)
     instructions = list(INSTRUCTIONS[job.task])
