@@ -52,7 +52,7 @@ def _pictures(out: Path, pictures: Path) -> dict[str, str]:
     from unimask.pipeline import UnifiedPipeline
     from unimask.training.data import iterate_samples
     from unimask.training.evaluation.robot import MetaWorldEnv, eval_seeds, rollout
-    from unimask.training.evaluation.suite import pipeline_policy
+    from unimask.training.evaluation.suite import T2I_DECODING, pipeline_policy
 
     made: dict[str, str] = {}
     metrics_path = out / "train" / "metrics.jsonl"
@@ -63,8 +63,8 @@ def _pictures(out: Path, pictures: Path) -> dict[str, str]:
         line_plot(series, "training loss (every log step)").save(pictures / "loss.png")
         made["loss curves"] = "loss.png"
     pipe = UnifiedPipeline.from_pretrained(out / "model")
-    result = pipe.text_to_image(["the digit seven", "a red circle on the left"], steps=12, seed=0,
-                                return_trajectory=True)
+    result = pipe.text_to_image(["the digit seven", "a red circle on the left"], seed=0, return_trajectory=True,
+                                **T2I_DECODING)
     for row, name in enumerate(("denoise_digit.png", "denoise_shapes.png")):
         _strip([frame[row] for frame in result.trajectory_images]).save(pictures / name)
     made["denoising (digit)"] = "denoise_digit.png"

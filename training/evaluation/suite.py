@@ -23,6 +23,10 @@ from unimask.atomic import atomic_write_text
 from unimask.training.shards import read_card
 
 TASKS = ("caption", "t2i", "shapes", "vla", "clip")
+# Image decoding for every text-to-image metric: 12 MaskGIT steps with guidance 3, sampled sharper than MaskGIT's
+# defaults (temperature 1, choice temperature 4.5), which the small models here draw noisier digits with
+# (`benchmarks/t2i_decoding.py` measures the difference). Keyword arguments to the evaluate_* functions override it.
+T2I_DECODING = {"steps": 12, "guidance_scale": 3.0, "temperature": 0.5, "choice_temperature": 1.0}
 
 
 def iter_test_samples(directory: str | Path, limit: int | None = None, split: str = "test") -> Iterator[dict[str, Any]]:
@@ -73,14 +77,15 @@ def evaluate_digits_t2i(pipeline, data_dir: str | Path, judge, per_class: int = 
             raise ValueError(f"the test split of {data_dir} has no image of digit {digit}.")
         prompts += [captions[i % len(captions)] for i in range(per_class)]
         labels += [digit] * per_class
+    decoding = {**T2I_DECODING, **generate}
     images = []
     for index, batch in enumerate(_batched(prompts, batch_size)):
-        images += pipeline.text_to_image(batch, seed=seed + index, **generate)
+        images += pipeline.text_to_image(batch, seed=seed + index, **decoding)
     arrays = np.stack([np.asarray(im.convert("RGB")) for im in images])
     predicted = judge.predict(arrays)
     accuracy = float((predicted == np.asarray(labels)).mean())
-    return {"dataset": "digits", "n": len(prompts), "judge_accuracy": accuracy, "images": arrays,
-            "prompts": prompts}
+    return {"dataset": "digits", "n": len(prompts), "judge_accuracy": accuracy, "decoding": decoding,
+            "images": arrays, "prompts": prompts}
 
 
 def evaluate_shapes_t2i(pipeline, data_dir: str | Path, limit: int = 100, batch_size: int = 20, seed: int = 0,
@@ -90,13 +95,14 @@ def evaluate_shapes_t2i(pipeline, data_dir: str | Path, limit: int = 100, batch_
 
     card = read_card(data_dir)
     samples = list(iter_test_samples(data_dir, limit))
+    decoding = {**T2I_DECODING, **generate}
     images = []
     for index, batch in enumerate(_batched(samples, batch_size)):
-        images += pipeline.text_to_image([s["text"] for s in batch], seed=seed + index, **generate)
+        images += pipeline.text_to_image([s["text"] for s in batch], seed=seed + index, **decoding)
     arrays = np.stack([np.asarray(im.convert("RGB")) for im in images])
     scores = [score_scene(read_scene(a, card["colors"], card["shapes"]), s["meta"]) for a, s in zip(arrays, samples)]
     result = {f"{k}_accuracy": float(np.mean([r[k] for r in scores])) for k in scores[0]}
-    return {"dataset": "shapes", "n": len(samples), **result, "images": arrays,
+    return {"dataset": "shapes", "n": len(samples), **result, "decoding": decoding, "images": arrays,
             "prompts": [s["text"] for s in samples]}
 
 
@@ -110,16 +116,17 @@ def evaluate_clip(pipeline, data_dir: str | Path, scorer, limit: int = 100, batc
         raise ValueError(f"CLIP evaluation needs at least 2 held-out samples in {data_dir}, found {len(samples)}.")
     images = [s["image"] for s in samples]
     texts = [s["text"] for s in samples]
+    decoding = {**T2I_DECODING, **generate}
     generated, captions = [], []
     for index, batch in enumerate(_batched(samples, batch_size)):
-        generated += pipeline.text_to_image([s["text"] for s in batch], seed=seed + index, **generate)
+        generated += pipeline.text_to_image([s["text"] for s in batch], seed=seed + index, **decoding)
         captions += pipeline.caption([s["image"] for s in batch])
     mismatched = texts[1:] + texts[:1]  # a neighbour's caption; consecutive held-out samples differ in content
 
     def mean(values: np.ndarray) -> float:
         return float(np.mean(values))
 
-    return {"dataset": card["source"], "n": len(samples), "clip": str(scorer.source),
+    return {"dataset": card["source"], "n": len(samples), "clip": str(scorer.source), "decoding": decoding,
             "t2i_clip_score": mean(scorer.score(generated, texts)),
             "caption_clip_score": mean(scorer.score(images, captions)),
             "real_pair_clip_score": mean(scorer.score(images, texts)),
