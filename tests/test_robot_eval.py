@@ -12,7 +12,7 @@ from unimask.training.evaluation.robot import MetaWorldEnv, eval_seeds, evaluate
 def test_expert_succeeds_and_idle_policy_fails_in_closed_loop():
     result = evaluate_policy(expert_policy, tasks=["reach-v3", "drawer-open-v3"], episodes=2, progress=False)
     assert result["average_success"] == 1.0
-    assert result["per_task"]["reach-v3"]["seeds"] == eval_seeds("reach-v3", 2)
+    assert result["per_task"]["reach-v3"]["seeds"] == eval_seeds("reach-v3", 2) and result["n"] == 4
     idle = evaluate_policy(lambda task: (lambda obs: np.zeros((8, 4))), tasks=["reach-v3"], episodes=1,
                            max_steps=40, progress=False)
     assert idle["average_success"] == 0.0 and idle["mean_steps"] == 40

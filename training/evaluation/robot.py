@@ -154,6 +154,7 @@ def evaluate_policy(make_policy_for: Callable[[str], Policy], tasks: Sequence[st
         bar.set_postfix(task=task, success=f"{per_task[task]['success']:.2f}")
     bar.close()
     return {"average_success": float(np.mean([v["success"] for v in per_task.values()])),
+            "n": sum(len(v["successes"]) for v in per_task.values()),  # episodes in all
             "mean_steps": float(np.mean([v["mean_steps"] for v in per_task.values()])),
             "latency_per_chunk_s": float(np.mean(latencies)) if latencies else None,
             "per_task": per_task,

@@ -172,7 +172,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             continue
         for key, value in result.items():
             if (key.endswith(("accuracy", "clip_score")) or key == "average_success") and isinstance(value, float):
-                n = result.get("n", result.get("settings", {}).get("episodes"))
+                n = result.get("n")
                 shown = f"{value:.2f}" if key.endswith("clip_score") else f"{value:.3f}"
                 rows.append(f"| {task} | {result.get('dataset', 'mt10')} | {key} | {shown} | {n} |")
     return "\n".join(rows) + "\n"
