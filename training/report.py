@@ -49,6 +49,7 @@ def _strip(images: list, scale: int = 2) -> Image.Image:
 
 def _pictures(out: Path, pictures: Path) -> dict[str, str]:
     """Loss curves, a denoising strip, an action plot (predicted vs expert) and a closed-loop frame strip."""
+    from unimask.demos.plots import action_chunk_plot
     from unimask.pipeline import UnifiedPipeline
     from unimask.training.data import iterate_samples
     from unimask.training.evaluation.robot import MetaWorldEnv, eval_seeds, rollout
@@ -73,11 +74,15 @@ def _pictures(out: Path, pictures: Path) -> dict[str, str]:
     samples = [s for _, s in zip(range(4), iterate_samples(out / "data" / "mt10", split="test", task="vla"))]
     state = np.stack([s["state"] for s in samples]) if pipe.uses_state else None
     predicted = pipe.act([s["image"] for s in samples], [s["text"] for s in samples], state=state)
-    series = {}
-    for d in range(predicted.shape[2]):
-        series[f"expert a{d}"] = [float(v) for v in samples[0]["actions"][:, d]]
-        series[f"model a{d}"] = [float(v) for v in predicted[0, :, d]]
-    line_plot({k: series[k] for k in list(series)[:4]}, f"action chunk: {samples[0]['text']}").save(pictures / "actions.png")
+    # One panel per action dimension: dimensions differ in scale, and a shared axis flattens the small ones.
+    panels = [action_chunk_plot(np.stack([samples[0]["actions"][:, d], predicted[0, :, d]], axis=1),
+                                ["expert", "model"], f"dimension {d}" + (f" - {samples[0]['text']}" if d == 0 else ""),
+                                size=(480, 150))
+              for d in range(predicted.shape[2])]
+    chart = Image.new("RGB", (480, 150 * len(panels)), "white")
+    for d, panel in enumerate(panels):
+        chart.paste(panel, (0, 150 * d))
+    chart.save(pictures / "actions.png")
     made["action chunk (model vs expert)"] = "actions.png"
 
     env = MetaWorldEnv("drawer-open-v3")
