@@ -43,7 +43,7 @@ class QuickstartPlan:
 
 PLANS = {
     "quick": QuickstartPlan(shapes_train=4000, shapes_test=300, mt10_train_episodes=12, mt10_test_episodes=2,
-                            vq_steps=400, vq_max_images=12000,
+                            vq_steps=300, vq_max_images=12000,
                             model={"d_model": 128, "n_layers": 4, "n_heads": 4, "max_seq_len": 160},
                             train_steps=700, batch_size=32, lr=2e-3, shapes_weight=0.5, eval_caption=200, eval_t2i_per_class=20,
                             eval_shapes=60, eval_vla_episodes=3, judge_epochs=6),
