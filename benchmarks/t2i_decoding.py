@@ -5,7 +5,7 @@
 
 For every (temperature, choice temperature) pair it generates `--per-class` digits of each class from the test
 captions with each seed in `--seeds` and prints the judge's accuracy (the `unimask eval --task t2i` metric, same
-judge, same prompts), and with `--shapes N` the colour / all-attributes accuracy of N generated shapes scenes (the
+judge, same prompts, `suite.T2I_DECODING`'s steps and guidance), and with `--shapes N` the colour / all-attributes accuracy of N generated shapes scenes (the
 `--task shapes` metric). `temperature` samples each token from softmax(logits / T); `choice_temperature` scales the
 Gumbel noise MaskGIT adds to the confidences that decide which sampled tokens are kept (annealed to 0).
 """
@@ -40,13 +40,12 @@ def main() -> None:
     for temperature, choice in GRID:
         start = time.perf_counter()
         scores = [suite.evaluate_digits_t2i(pipe, f"{args.run}/data/digits", judge, per_class=args.per_class,
-                                            seed=seed, steps=12, guidance_scale=3.0, temperature=temperature,
+                                            seed=seed, temperature=temperature,
                                             choice_temperature=choice)["judge_accuracy"] for seed in seeds]
         shapes = {}
         if args.shapes:
             shapes = suite.evaluate_shapes_t2i(pipe, f"{args.run}/data/shapes", limit=args.shapes, seed=seeds[0],
-                                               steps=12, guidance_scale=3.0, temperature=temperature,
-                                               choice_temperature=choice)
+                                               temperature=temperature, choice_temperature=choice)
         rows.append({"temperature": temperature, "choice_temperature": choice, "per_seed": scores,
                      "mean": float(np.mean(scores)), "shapes_color": shapes.get("color_accuracy"),
                      "shapes_all": shapes.get("all_accuracy"), "seconds": time.perf_counter() - start})

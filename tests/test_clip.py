@@ -62,6 +62,8 @@ def test_clip_errors_name_the_fix(trained, tmp_path):
         ClipScorer.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="never downloads"):
         ClipScorer.load("ViT-B-32")
+    with pytest.raises(ValueError, match="goes with an architecture name"):
+        ClipScorer.load(trained[0] / "clip", weights=trained[0] / "clip" / CLIP_WEIGHTS)
     with pytest.raises(ValueError, match="list_models"):
         ClipScorer.load("no-such-clip-architecture")
     with pytest.raises(ValueError, match="as many images as texts"):

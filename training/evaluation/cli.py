@@ -45,7 +45,7 @@ def train_dataset_clip(data_dir: str | Path, out: str | Path, epochs: int = 16,
     digits (which carry the zero-shot check) are not drowned by shapes scenes."""
     from unimask.training.digits import digit_captions
 
-    from .clip import CLIP_CHECK, ClipTrainConfig, train_clip
+    from .clip import CLIP_CHECK, ClipTrainConfig, reference_scores, train_clip
 
     data_dir = Path(data_dir)
     names = [n for n in ("digits", "shapes") if (data_dir / n).is_dir()]
@@ -61,9 +61,9 @@ def train_dataset_clip(data_dir: str | Path, out: str | Path, epochs: int = 16,
                              "digits_zero_shot_accuracy": accuracy}
     for name in names:
         held_out = list(suite.iter_test_samples(data_dir / name, limit=200))
-        images, texts = [s["image"] for s in held_out], [s["text"] for s in held_out]
-        check[f"{name}_real_pair_clip_score"] = float(scorer.score(images, texts).mean())
-        check[f"{name}_mismatched_pair_clip_score"] = float(scorer.score(images, texts[1:] + texts[:1]).mean())
+        references = reference_scores(scorer.embed_images([s["image"] for s in held_out]),
+                                      scorer.embed_texts([s["text"] for s in held_out]))
+        check.update({f"{name}_{key}": value for key, value in references.items()})
     atomic_write_text(Path(out) / CLIP_CHECK, json.dumps(check, indent=2))
     return check
 
@@ -153,7 +153,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--judge", default="", help="judge folder (trained on real digits when missing)")
     parser.add_argument("--episodes", type=int, default=5, help="closed-loop episodes per MT10 task")
     parser.add_argument("--seeds", default="", help="comma-separated episode offsets (default: held-out eval seeds)")
-    parser.add_argument("--limit", type=int, default=200, help="held-out samples for caption / shapes")
+    parser.add_argument("--limit", type=int, default=200, help="held-out samples for caption / shapes (clip: at "
+                                                                "most 100 per dataset)")
     parser.add_argument("--clip", default="", help="open_clip local-dir folder or architecture name (default: "
                                                    "a small CLIP trained on --data into OUT/clip)")
     parser.add_argument("--clip-weights", default="", help="local checkpoint file for an architecture name")

@@ -93,6 +93,9 @@ class ClipScorer:
 
         path = Path(source)
         if path.is_dir():
+            if weights is not None:
+                raise ValueError(f"`weights` ({weights}) goes with an architecture name; the folder {path} holds "
+                                 "its own weights. Pass one or the other.")
             if not (path / CLIP_CONFIG).is_file():
                 raise FileNotFoundError(f"{path} has no {CLIP_CONFIG}: it is not an open_clip local-dir folder. "
                                         "Train one with `unimask eval train-clip` or pass an architecture name "
@@ -136,13 +139,26 @@ class ClipScorer:
         """CLIP score of each (image, text) pair: 100 * max(cosine, 0)."""
         if len(images) != len(texts) or not texts:
             raise ValueError(f"need as many images as texts (> 0), got {len(images)} and {len(texts)}.")
-        cosine = (self.embed_images(images) * self.embed_texts(texts)).sum(-1)
-        return (100.0 * cosine.clamp(min=0)).numpy()
+        return pair_scores(self.embed_images(images), self.embed_texts(texts))
 
     def zero_shot(self, images: Sequence[Any], class_prompts: Sequence[Sequence[str]]) -> np.ndarray:
         """Class index per image: the class whose mean prompt embedding (a prompt ensemble) is nearest."""
         classes = torch.stack([F.normalize(self.embed_texts(p).mean(0), dim=-1) for p in class_prompts])
         return (self.embed_images(images) @ classes.T).argmax(-1).numpy()
+
+
+def pair_scores(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> np.ndarray:
+    """CLIP score of each row pair of unit-norm embeddings [N, E]: 100 * max(cosine, 0)."""
+    return (100.0 * (image_embeddings * text_embeddings).sum(-1).clamp(min=0)).numpy()
+
+
+def reference_scores(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> dict[str, float]:
+    """The scale a CLIP score is read on: the mean score of real pairs (ceiling) and of each real image with its
+    neighbour's text (floor; consecutive held-out samples differ in content)."""
+    if len(image_embeddings) < 2:
+        raise ValueError(f"reference scores need at least 2 pairs, got {len(image_embeddings)}.")
+    return {"real_pair_clip_score": float(pair_scores(image_embeddings, text_embeddings).mean()),
+            "mismatched_pair_clip_score": float(pair_scores(image_embeddings, text_embeddings.roll(-1, 0)).mean())}
 
 
 def save_clip(model: torch.nn.Module, config: ClipTrainConfig, directory: str | Path) -> Path:
@@ -173,7 +189,8 @@ def train_clip(pairs: Sequence[tuple[np.ndarray, Sequence[str]]], check_images: 
     rng = np.random.default_rng(config.seed)
     cfg = config.open_clip_config()
     model = open_clip.CLIP(**cfg["model_cfg"], output_dict=True)
-    preprocess = open_clip.image_transform(config.image_size, is_train=False, mean=(0.5,) * 3, std=(0.5,) * 3)
+    preprocess = open_clip.image_transform(config.image_size, is_train=False, mean=cfg["preprocess_cfg"]["mean"],
+                                           std=cfg["preprocess_cfg"]["std"])
     tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=config.context_length)
     images = torch.stack([preprocess(p) for p in _as_pil([image for image, _ in pairs])])
     captions = [list(texts) for _, texts in pairs]
