@@ -27,7 +27,7 @@ from unimask.schedulers.text import TextUnmaskingScheduler
 from unimask.sequence import SequenceBuilder, collate
 from unimask.tokenizers.image import VQImageTokenizer
 from unimask.tokenizers.text import load_text_tokenizer
-from unimask.training.data import iterate_samples
+from unimask.training.data.loader import iterate_samples
 from unimask.training.evaluation.captions import digit_caption_accuracy, digit_in_caption
 from unimask.vocab import Modality, UnifiedVocab
 

@@ -29,7 +29,7 @@ def _timed(fn):
 
 def main() -> None:
     from unimask.pipeline import UnifiedPipeline
-    from unimask.training.data import iterate_samples
+    from unimask.training.data.loader import iterate_samples
     from unimask.training.evaluation.captions import digit_caption_accuracy
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

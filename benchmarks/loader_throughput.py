@@ -85,9 +85,9 @@ def main() -> None:
 
     from unimask.sequence import SequenceBuilder
     from unimask.tokenizers.text import train_text_tokenizer, vocab_for
-    from unimask.training.data import DataConfig, SampleStream, StreamConfig, Tokenizers, make_loader, resolve_shards
-    from unimask.training.digits import DIGIT_WORDS, digit_captions, write_digits
-    from unimask.training.pretokenize import pretokenize_shards
+    from unimask.training.data.loader import DataConfig, SampleStream, StreamConfig, Tokenizers, make_loader, resolve_shards
+    from unimask.training.data.writers.digits import DIGIT_WORDS, digit_captions, write_digits
+    from unimask.training.data.pretokenize import pretokenize_shards
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -20,7 +20,7 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from unimask.training.metaworld_demos import (CAMERAS, MT10_TASKS, FrameRenderer, make_env,  # noqa: E402
+from unimask.training.envs.metaworld import (CAMERAS, MT10_TASKS, FrameRenderer, make_env,  # noqa: E402
                                               make_policy, reset_episode)
 
 GOAL_TASKS = ("reach-v3", "push-v3", "pick-place-v3")

@@ -88,13 +88,13 @@ def example_images(image_size: int) -> list[tuple[str, np.ndarray]]:
     The digits are the first images of three classes in the digits dataset's default test split (scikit-learn
     ships the scans; without it only the shapes scene is offered).
     """
-    from unimask.training.shapes import DEFAULT_COLORS, DEFAULT_SHAPES, render_scene, sample_scene
+    from unimask.training.data.writers.shapes import DEFAULT_COLORS, DEFAULT_SHAPES, render_scene, sample_scene
 
     examples: list[tuple[str, np.ndarray]] = []
     try:
         from sklearn.datasets import load_digits
 
-        from unimask.training.digits import split_indices, upscale_digit
+        from unimask.training.data.writers.digits import split_indices, upscale_digit
     except ImportError:
         pass
     else:
@@ -216,7 +216,7 @@ def build_app(pipeline, examples: bool = True, title: str = "unimask demo"):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
 
-    from unimask.training.metaworld_demos import MT10_TASKS
+    from unimask.training.envs.metaworld import MT10_TASKS
 
     functions = DemoFunctions(pipeline)
 

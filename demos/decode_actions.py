@@ -15,7 +15,7 @@ from PIL import Image
 
 from unimask import UnifiedPipeline
 from unimask.demos.plots import action_chunk_plot
-from unimask.training.evaluation.robot import MT10_TASKS, MetaWorldEnv
+from unimask.training.envs.metaworld import MT10_TASKS, MetaWorldEnv
 
 
 def main(argv: list[str] | None = None) -> np.ndarray:

@@ -20,11 +20,11 @@ from unimask.tokenizers.action import (
     ActionTokenizerError,
     BinActionTokenizer,
     FASTActionTokenizer,
-    _byte_to_char,
     chunk_episode,
     chunk_episodes,
     load_action_tokenizer,
 )
+from unimask.tokenizers.action.fast import _byte_to_char
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from unimask.training.digits import digit_captions, write_digits
+from unimask.training.data.writers.digits import digit_captions, write_digits
 from unimask.training.evaluation import suite
 from unimask.training.evaluation.clip import (CLIP_CONFIG, CLIP_WEIGHTS, ClipScorer, ClipTrainConfig,
                                               train_clip)

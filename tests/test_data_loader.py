@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 pytest.importorskip("webdataset")
 
 from unimask.sequence import SequenceBuilder  # noqa: E402
-from unimask.training.data import (DataConfig, MixedDataset, SampleStream, StreamConfig, Tokenizers,  # noqa: E402
+from unimask.training.data.loader import (DataConfig, MixedDataset, SampleStream, StreamConfig, Tokenizers,  # noqa: E402
                                    make_loader, resolve_rank_world, resolve_shards)
-from unimask.training.shards import DataError, DatasetWriter, encode_npy, make_sample  # noqa: E402
+from unimask.training.data.format import DataError, DatasetWriter, encode_npy, make_sample  # noqa: E402
 from unimask.vocab import UnifiedVocab  # noqa: E402
 
 VOCAB = UnifiedVocab(text_size=64, image_codebook_size=16, action_vocab_size=12)
@@ -207,7 +207,7 @@ def test_hundred_corrupt_samples_are_skipped_and_counted(tmp_path):
 def test_skips_are_logged_with_key_and_shard(tmp_path, caplog):
     write_dataset(tmp_path / "d", 20, 10, corrupt={"missing_txt": 1})
     urls, _ = resolve_shards(tmp_path / "d")
-    with caplog.at_level(logging.WARNING, logger="unimask.training.data"):
+    with caplog.at_level(logging.WARNING, logger="unimask.training.data.loader"):
         assert len(list(SampleStream(urls, "i2t", resampled=False, shuffle_buffer=0))) == 20
     (record,) = [r for r in caplog.records if "skipped sample" in r.getMessage()]
     assert "s00020" in record.getMessage() and "syn-00000" in record.getMessage()
@@ -301,7 +301,7 @@ def test_stream_text_first_gives_one_canonical_wording(tmp_path):
 
 
 def test_pretokenize_gives_the_same_sequences_without_tokenizers(tmp_path, capsys):
-    from unimask.training.pretokenize import pretokenize_shards
+    from unimask.training.data.pretokenize import pretokenize_shards
 
     write_dataset(tmp_path / "raw", 40, 10)
     card = pretokenize_shards(tmp_path / "raw", tmp_path / "tok", image_tokenizer=PoolImages(),
@@ -332,7 +332,7 @@ def test_missing_tokenizer_error_names_the_fix(tmp_path):
 def test_inspect_prints_counts_and_writes_a_grid(tmp_path, capsys):
     from PIL import Image
 
-    from unimask.training.inspect_data import inspect_dataset
+    from unimask.training.data.inspect import inspect_dataset
 
     write_dataset(tmp_path / "d", 30, 10)
     result = inspect_dataset(tmp_path / "d", samples=6)

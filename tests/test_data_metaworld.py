@@ -12,7 +12,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco (met
 pytest.importorskip("webdataset")
 pytest.importorskip("metaworld")
 
-from unimask.training.shards import content_hash, decode_npy, decode_png, read_card, shard_paths  # noqa: E402
+from unimask.training.data.format import content_hash, decode_npy, decode_png, read_card, shard_paths  # noqa: E402
 
 
 def _episodes(directory, split):
@@ -31,7 +31,7 @@ def _episodes(directory, split):
 
 @pytest.fixture(scope="module")
 def mw_dataset(tmp_path_factory):
-    from unimask.training.metaworld_demos import write_metaworld
+    from unimask.training.data.writers.metaworld import write_metaworld
 
     out = tmp_path_factory.mktemp("mw") / "data"
     card = write_metaworld(out, tasks=["reach-v3", "push-v3"], train_episodes=2, test_episodes=1, workers=1,
@@ -40,7 +40,7 @@ def mw_dataset(tmp_path_factory):
 
 
 def test_metaworld_writer_keeps_successful_episodes_that_replay_to_success(mw_dataset):
-    from unimask.training.metaworld_demos import INSTRUCTIONS, make_env, replay_episode
+    from unimask.training.envs.metaworld import INSTRUCTIONS, make_env, replay_episode
 
     out, card = mw_dataset
     assert read_card(out) == card
@@ -77,7 +77,7 @@ def test_frames_are_upright_for_free_and_named_cameras():
     """The goal marker is drawn where the camera projection puts it, and world-up is image-up."""
     import mujoco
 
-    from unimask.training.metaworld_demos import FrameRenderer, make_env, reset_episode
+    from unimask.training.envs.metaworld import FrameRenderer, make_env, reset_episode
 
     env = make_env("reach-v3")
     model = env.model
@@ -111,8 +111,8 @@ def test_frames_are_upright_for_free_and_named_cameras():
 
 
 def test_metaworld_bad_options_raise(tmp_path):
-    from unimask.training.metaworld_demos import write_metaworld
-    from unimask.training.shards import DataError
+    from unimask.training.data.writers.metaworld import write_metaworld
+    from unimask.training.data.format import DataError
 
     with pytest.raises(DataError, match="MT10"):
         write_metaworld(tmp_path / "x", tasks=["assembly-v3"])
@@ -122,7 +122,7 @@ def test_metaworld_bad_options_raise(tmp_path):
 
 @pytest.mark.slow
 def test_worker_processes_give_the_same_shards_as_one_process(tmp_path, mw_dataset):
-    from unimask.training.metaworld_demos import write_metaworld
+    from unimask.training.data.writers.metaworld import write_metaworld
 
     out, card = mw_dataset
     parallel = write_metaworld(tmp_path / "par", tasks=["reach-v3", "push-v3"], train_episodes=2, test_episodes=1,

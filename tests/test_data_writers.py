@@ -13,7 +13,7 @@ from PIL import Image
 
 pytest.importorskip("webdataset")
 
-from unimask.training.shards import (CARD_FILE, DataError, content_hash, decode_npy, decode_png,  # noqa: E402
+from unimask.training.data.format import (CARD_FILE, DataError, content_hash, decode_npy, decode_png,  # noqa: E402
                                      read_card, shard_paths)
 
 
@@ -55,7 +55,7 @@ def assert_card_matches(directory: Path, card: dict, train: list[dict], test: li
 def test_digits_read_back_exactly_and_split_is_stratified_and_disjoint(tmp_path):
     from sklearn.datasets import load_digits
 
-    from unimask.training.digits import digit_captions, upscale_digit, write_digits
+    from unimask.training.data.writers.digits import digit_captions, upscale_digit, write_digits
 
     out = tmp_path / "digits"
     card = write_digits(out, limit=300, shard_size=64, seed=3)
@@ -84,7 +84,7 @@ def test_digits_read_back_exactly_and_split_is_stratified_and_disjoint(tmp_path)
 
 
 def test_digits_nearest_upscaling_keeps_8x8_cells():
-    from unimask.training.digits import upscale_digit
+    from unimask.training.data.writers.digits import upscale_digit
 
     pixels = np.arange(64).reshape(8, 8) % 17
     image = upscale_digit(pixels, 64, "nearest")
@@ -97,7 +97,7 @@ def test_digits_nearest_upscaling_keeps_8x8_cells():
 
 
 def test_digits_bad_options_raise(tmp_path):
-    from unimask.training.digits import write_digits
+    from unimask.training.data.writers.digits import write_digits
 
     with pytest.raises(DataError, match="test_fraction"):
         write_digits(tmp_path / "x", test_fraction=0.0)
@@ -107,7 +107,7 @@ def test_digits_bad_options_raise(tmp_path):
 
 # ----- shapes -----------------------------------------------------------------------------------------------------
 def test_shapes_json_describes_the_image_exactly_and_captions_match(tmp_path):
-    from unimask.training.shapes import render_scene, scene_captions, write_shapes
+    from unimask.training.data.writers.shapes import render_scene, scene_captions, write_shapes
 
     out = tmp_path / "shapes"
     card = write_shapes(out, train=240, test=60, shard_size=50, seed=1)
@@ -138,7 +138,7 @@ def test_shapes_json_describes_the_image_exactly_and_captions_match(tmp_path):
 
 
 def test_shapes_holdout_combinations_never_reach_train(tmp_path):
-    from unimask.training.shapes import write_shapes
+    from unimask.training.data.writers.shapes import write_shapes
 
     out = tmp_path / "holdout"
     card = write_shapes(out, train=200, test=200, seed=2, holdout_combinations=["red circle", "blue square"])
@@ -156,7 +156,7 @@ def test_shapes_holdout_combinations_never_reach_train(tmp_path):
 
 
 def test_shapes_bad_vocabulary_raises(tmp_path):
-    from unimask.training.shapes import write_shapes
+    from unimask.training.data.writers.shapes import write_shapes
 
     with pytest.raises(DataError, match="colors"):
         write_shapes(tmp_path / "a", train=2, test=1, colors=["red", "mauve"])
@@ -169,7 +169,7 @@ def test_shapes_bad_vocabulary_raises(tmp_path):
 
 # ----- folder: images + captions ----------------------------------------------------------------------------------
 def test_image_folder_round_trip_with_duplicates_multi_captions_and_a_broken_file(tmp_path):
-    from unimask.training.folder import load_image, write_image_folder
+    from unimask.training.data.writers.folder import load_image, write_image_folder
 
     rng = np.random.default_rng(0)
     images = tmp_path / "imgs"
@@ -209,7 +209,7 @@ def test_image_folder_round_trip_with_duplicates_multi_captions_and_a_broken_fil
 
 
 def test_image_folder_bad_captions_file_names_the_problem(tmp_path):
-    from unimask.training.folder import read_captions
+    from unimask.training.data.writers.folder import read_captions
 
     bad = tmp_path / "c.csv"
     bad.write_text("name,description\na.png,hello\n")
@@ -232,7 +232,7 @@ def _episode(rng, length, with_state=True, instruction="stack the blocks"):
 
 
 def test_episode_folder_chunks_pad_and_split_by_episode(tmp_path):
-    from unimask.training.folder import write_episode_folder
+    from unimask.training.data.writers.folder import write_episode_folder
 
     rng = np.random.default_rng(1)
     episodes_dir = tmp_path / "eps"
@@ -263,7 +263,7 @@ def test_episode_folder_chunks_pad_and_split_by_episode(tmp_path):
 
 
 def test_episode_folder_errors(tmp_path):
-    from unimask.training.folder import read_episode, write_episode_folder
+    from unimask.training.data.writers.folder import read_episode, write_episode_folder
 
     rng = np.random.default_rng(2)
     bad = _episode(rng, 4, instruction=None)
@@ -282,7 +282,7 @@ def test_episode_folder_errors(tmp_path):
 
 def test_episode_folder_reads_hdf5(tmp_path):
     h5py = pytest.importorskip("h5py")
-    from unimask.training.folder import read_episode
+    from unimask.training.data.writers.folder import read_episode
 
     data = _episode(np.random.default_rng(3), 6, instruction=None)
     with h5py.File(tmp_path / "e.hdf5", "w") as handle:
@@ -296,7 +296,7 @@ def test_episode_folder_reads_hdf5(tmp_path):
 
 # ----- shard writer and CLI ---------------------------------------------------------------------------------------
 def test_shard_writer_rejects_duplicate_and_dotted_keys(tmp_path):
-    from unimask.training.shards import DatasetWriter, make_sample
+    from unimask.training.data.format import DatasetWriter, make_sample
 
     with pytest.raises(DataError, match="webdataset splits at dots"):
         make_sample("a.b", text="x")

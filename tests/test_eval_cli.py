@@ -9,10 +9,10 @@ from unimask.bundle import Bundle, BundleSettings
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.tokenizers.image import VQImageTokenizer, build_vqmodel
 from unimask.tokenizers.text import train_text_tokenizer, vocab_for
-from unimask.training.digits import DIGIT_WORDS, write_digits
+from unimask.training.data.writers.digits import DIGIT_WORDS, write_digits
 from unimask.training.evaluation import suite
 from unimask.training.evaluation.cli import evaluate_checkpoint
-from unimask.training.shapes import write_shapes
+from unimask.training.data.writers.shapes import write_shapes
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from unimask.training.evaluation.shapes_reader import read_scene, score_scene
-from unimask.training.shapes import DEFAULT_COLORS, DEFAULT_SHAPES, SHAPES, render_scene, sample_scene
+from unimask.training.data.writers.shapes import DEFAULT_COLORS, DEFAULT_SHAPES, SHAPES, render_scene, sample_scene
 
 
 @pytest.mark.parametrize("shapes", [DEFAULT_SHAPES, SHAPES])
@@ -37,7 +37,7 @@ def test_shapes_reader_catches_wrong_scenes():
 def _digits():
     from sklearn.datasets import load_digits
 
-    from unimask.training.digits import split_indices, upscale_digit
+    from unimask.training.data.writers.digits import split_indices, upscale_digit
 
     d = load_digits()
     images = np.stack([upscale_digit(p, 32) for p in d.images])
@@ -70,7 +70,7 @@ def test_digit_judge_reaches_97_percent_on_real_test_images():
 def test_caption_metrics_accept_every_paraphrase_and_reject_changes():
     from unimask.training.evaluation.captions import (digit_caption_accuracy, digit_in_caption,
                                                       shapes_caption_attributes)
-    from unimask.training.digits import digit_captions
+    from unimask.training.data.writers.digits import digit_captions
 
     for label in range(10):
         assert all(digit_in_caption(c) == label for c in digit_captions(label))

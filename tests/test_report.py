@@ -12,7 +12,7 @@ pytest.importorskip("metaworld")
 
 from tiny_bundle import make_tiny_bundle  # noqa: E402
 
-from unimask.training.metaworld_demos import write_metaworld  # noqa: E402
+from unimask.training.data.writers.metaworld import write_metaworld  # noqa: E402
 from unimask.training.report import write_report  # noqa: E402
 
 

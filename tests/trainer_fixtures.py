@@ -13,7 +13,7 @@ def make_setup(root: Path) -> dict:
     from unimask.tokenizers.action import BinActionTokenizer
     from unimask.tokenizers.image import VQImageTokenizer, build_vqmodel
     from unimask.tokenizers.text import train_text_tokenizer
-    from unimask.training.digits import DIGIT_WORDS, write_digits
+    from unimask.training.data.writers.digits import DIGIT_WORDS, write_digits
 
     root.mkdir(parents=True, exist_ok=True)
     write_digits(root / "digits", image_size=32, limit=300, shard_size=50)

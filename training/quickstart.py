@@ -60,7 +60,7 @@ def _counts(card: dict[str, Any]) -> dict[str, int]:
 
 
 def _texts_of(dataset: Path, task: str) -> list[str]:
-    from unimask.training.data import iterate_samples
+    from unimask.training.data.loader import iterate_samples
 
     texts: list[str] = []
     for sample in iterate_samples(dataset, split="train", task=task):
@@ -70,7 +70,7 @@ def _texts_of(dataset: Path, task: str) -> list[str]:
 
 def _fit_action_tokenizers(mt10: Path, out: Path) -> dict[str, Any]:
     from unimask.tokenizers.action import BinActionTokenizer
-    from unimask.training.data import iterate_samples
+    from unimask.training.data.loader import iterate_samples
 
     chunks, valid, states = [], [], []
     for sample in iterate_samples(mt10, split="train", task="vla"):
@@ -123,9 +123,9 @@ def run_quickstart(out: str | Path, mode: str = "quick") -> dict[str, Any]:
     data, tok = out / "data", out / "tokenizers"
     started = time.time()
 
-    from unimask.training.digits import write_digits
-    from unimask.training.metaworld_demos import write_metaworld
-    from unimask.training.shapes import write_shapes
+    from unimask.training.data.writers.digits import write_digits
+    from unimask.training.data.writers.metaworld import write_metaworld
+    from unimask.training.data.writers.shapes import write_shapes
 
     runner.run("data-digits", lambda: _counts(write_digits(data / "digits")), data / "digits")
     runner.run("data-shapes", lambda: _counts(write_shapes(data / "shapes", train=plan.shapes_train,
@@ -159,7 +159,7 @@ def run_quickstart(out: str | Path, mode: str = "quick") -> dict[str, Any]:
     def pretokenize() -> dict[str, Any]:
         from unimask.tokenizers.action import load_action_tokenizer
         from unimask.tokenizers.image import VQImageTokenizer
-        from unimask.training.pretokenize import pretokenize_shards
+        from unimask.training.data.pretokenize import pretokenize_shards
 
         vq_tokenizer = VQImageTokenizer.from_pretrained(tok / "vq" / "tokenizer")
         actions = load_action_tokenizer(tok / "actions")

@@ -51,8 +51,9 @@ def _pictures(out: Path, pictures: Path) -> dict[str, str]:
     """Loss curves, a denoising strip, an action plot (predicted vs expert) and a closed-loop frame strip."""
     from unimask.demos.plots import action_chunk_plot
     from unimask.pipeline import UnifiedPipeline
-    from unimask.training.data import iterate_samples
-    from unimask.training.evaluation.robot import MetaWorldEnv, eval_seeds, rollout
+    from unimask.training.data.loader import iterate_samples
+    from unimask.training.envs.metaworld import MetaWorldEnv
+    from unimask.training.evaluation.robot import eval_seeds, rollout
     from unimask.training.evaluation.suite import T2I_DECODING, pipeline_policy
 
     made: dict[str, str] = {}

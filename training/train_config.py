@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from unimask.masking import MaskingConfig
-from unimask.training.data import DataConfig
+from unimask.training.data.loader import DataConfig
 
 
 @dataclass

@@ -29,7 +29,7 @@ from unimask.bundle import Bundle, BundleSettings
 from unimask.config import load_config, save_config
 from unimask.masking import diffusion_loss, forward_process
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
-from unimask.training.distributed import (DeepSpeedEngine, TorchEngine, deepspeed_config, init_distributed,
+from unimask.training.engines import (DeepSpeedEngine, TorchEngine, deepspeed_config, init_distributed,
                                           latest_tag)
 from unimask.training.train_config import TrainConfig
 from unimask.vocab import Modality
@@ -103,7 +103,7 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
 
 class Trainer:
     def __init__(self, config: TrainConfig):
-        from unimask.training.data import Tokenizers, make_loader
+        from unimask.training.data.loader import Tokenizers, make_loader
 
         self.config = config
         tc = config.train

@@ -78,8 +78,8 @@ def load_images(sources: list[str], resolution: int, max_images: int, eval_image
     from PIL import Image
 
     from unimask.tokenizers.image import to_tensor_batch
-    from unimask.training.data import iterate_samples
-    from unimask.training.shards import CARD_FILE
+    from unimask.training.data.loader import iterate_samples
+    from unimask.training.data.format import CARD_FILE
 
     if not sources:
         raise ValueError("`data` is empty: give dataset folders (unimask data ...) or image folders.")

@@ -17,9 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Modules that register subcommands, in the order `--help` lists them.
 COMMAND_MODULES = [
     "unimask.tokenizers.text",
-    "unimask.tokenizers.action",
+    "unimask.training.fit_actions",
     "unimask.training.vq_trainer",
-    "unimask.training.data_cli",
+    "unimask.training.data.cli",
     "unimask.training.trainer",
     "unimask.training.evaluation.cli",
     "unimask.training.quickstart",

@@ -43,7 +43,7 @@ def train_dataset_clip(data_dir: str | Path, out: str | Path, epochs: int = 16,
 
     Digits pairs are seen twice per epoch and each dataset gives at most `max_pairs_per_dataset` pairs, so the few
     digits (which carry the zero-shot check) are not drowned by shapes scenes."""
-    from unimask.training.digits import digit_captions
+    from unimask.training.data.writers.digits import digit_captions
 
     from .clip import CLIP_CHECK, ClipTrainConfig, reference_scores, train_clip
 

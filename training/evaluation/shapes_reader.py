@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from unimask.training.shapes import BACKGROUND, PALETTE, render_scene
+from unimask.training.data.writers.shapes import BACKGROUND, PALETTE, render_scene
 
 _REFERENCE = 256  # canvas for measuring each shape's extent relative to its radius
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from unimask.atomic import atomic_write_text
-from unimask.training.shards import read_card
+from unimask.training.data.format import read_card
 
 TASKS = ("caption", "t2i", "shapes", "vla", "clip")
 # Image decoding for every text-to-image metric: 12 MaskGIT steps, guidance 3, MaskGIT's sampling temperatures.
@@ -31,7 +31,7 @@ T2I_DECODING = {"steps": 12, "guidance_scale": 3.0, "temperature": 1.0, "choice_
 
 def iter_test_samples(directory: str | Path, limit: int | None = None, split: str = "test") -> Iterator[dict[str, Any]]:
     """Decoded samples of a dataset split in shard order (keys as `unimask.training.data.decode_sample`)."""
-    from unimask.training.data import iterate_samples
+    from unimask.training.data.loader import iterate_samples
 
     for count, sample in enumerate(iterate_samples(directory, split=split, task="i2t")):
         if limit is not None and count >= limit:

@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from unimask.sequence import SequenceBuilder, SequenceError, TokenSequence, collate
 from unimask.vocab import TASKS
 
-from .shards import CARD_FILE, DataError, read_card
+from .format import CARD_FILE, DataError, read_card
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +238,20 @@ def resolve_shards(dataset: str | Path, split: str = "train") -> tuple[list[str]
         raise DataError(f"no shards found at {dataset}; give a dataset folder (with {CARD_FILE}), a folder of .tar "
                         "files, a glob or a brace pattern.")
     return urls, None
+
+
+def read_raw(urls: Sequence[str], on_error: Callable[[Exception], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Raw webdataset samples of `urls`, in order; a shard that cannot be read is reported to `on_error` (or raised)."""
+    import webdataset as wds
+
+    def handler(exn: Exception) -> bool:
+        if on_error is None:
+            raise exn
+        on_error(exn)
+        return True
+
+    if urls:
+        yield from wds.DataPipeline(wds.SimpleShardList(list(urls)), wds.tarfile_to_samples(handler=handler))
 
 
 def _seed(*parts: int) -> int:

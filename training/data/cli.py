@@ -15,7 +15,7 @@ import shlex
 import sys
 from typing import Any
 
-from .shards import DataError
+from .format import DataError
 
 SOURCES = ("digits", "shapes", "metaworld", "folder")
 
@@ -127,19 +127,19 @@ def _summary(card: dict[str, Any], out: str) -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     command = args.data_command
     if command == "digits":
-        from .digits import write_digits
+        from .writers.digits import write_digits
 
         card = write_digits(args.out, image_size=args.image_size, resize=args.resize, test_fraction=args.test_fraction,
                             seed=args.seed, shard_size=args.shard_size, command=command_line(args))
     elif command == "shapes":
-        from .shapes import DEFAULT_COLORS, DEFAULT_SHAPES, write_shapes
+        from .writers.shapes import DEFAULT_COLORS, DEFAULT_SHAPES, write_shapes
 
         card = write_shapes(args.out, train=args.train, test=args.test, image_size=args.image_size,
                             shapes=args.shapes or DEFAULT_SHAPES, colors=args.colors or DEFAULT_COLORS,
                             max_objects=args.max_objects, holdout_combinations=args.holdout_combinations,
                             seed=args.seed, shard_size=args.shard_size, command=command_line(args))
     elif command == "metaworld":
-        from .metaworld_demos import MT10_TASKS, write_metaworld
+        from .writers.metaworld import MT10_TASKS, write_metaworld
 
         card = write_metaworld(args.out, tasks=args.tasks or MT10_TASKS, train_episodes=args.train_episodes,
                                test_episodes=args.test_episodes, image_size=args.image_size, camera=args.camera,
@@ -148,7 +148,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         rejected = sum(sum(v.values()) for v in card["stats"]["rejected"].values())
         print(f"expert episodes rejected (no success within {args.max_steps} steps): {rejected}")
     elif command == "folder":
-        from .folder import write_episode_folder, write_image_folder
+        from .writers.folder import write_episode_folder, write_image_folder
 
         if bool(args.episodes) == bool(args.images or args.captions):
             raise DataError("give either --images DIR --captions FILE, or --episodes DIR (not both, not neither).")
@@ -169,7 +169,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                    action_length=args.action_length, batch_size=args.batch_size, device=args.device,
                                    command=command_line(args))
     elif command == "inspect":
-        from .inspect_data import inspect_dataset
+        from .inspect import inspect_dataset
 
         inspect_dataset(args.dir, split=args.split, samples=args.samples, png=args.png, count=not args.no_count)
         return 0

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .shards import DataError, DatasetWriter, content_hash, make_sample
+from ..format import DataError, DatasetWriter, content_hash, make_sample
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CAPTION_TEMPLATES = (

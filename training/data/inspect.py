@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from unimask.atomic import atomic_write
 
-from .data import iterate_samples
-from .shards import read_card
+from .loader import iterate_samples
+from .format import read_card
 
 _COLOURS = [(220, 50, 50), (40, 160, 60), (50, 90, 230), (230, 150, 20), (150, 60, 200), (30, 180, 190)]
 

@@ -17,25 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .shards import DataError, DatasetWriter, encode_npy, read_card
+from .format import DataError, DatasetWriter, encode_npy, read_card
+from .loader import read_raw
 
 
 def _codes_dtype(codes: np.ndarray) -> Any:
     return np.int16 if codes.size == 0 or int(codes.max()) < 2**15 else np.int32
-
-
-def _raw_samples(urls: list[str], errors: list[str]):
-    import webdataset as wds
-
-    def handler(exn: Exception) -> bool:
-        errors.append(f"{type(exn).__name__}: {exn}")
-        return True
-
-    if not urls:
-        return
-    pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=handler))
-    for raw in pipeline:
-        yield raw
 
 
 def pretokenize_shards(inp: str | Path, out: str | Path, *, image_tokenizer: Any = None, action_tokenizer: Any = None,
@@ -79,7 +66,7 @@ def pretokenize_shards(inp: str | Path, out: str | Path, *, image_tokenizer: Any
                     stats["samples"] += 1
                 pending.clear()
 
-            for raw in _raw_samples(urls, errors):
+            for raw in read_raw(urls, lambda exn: errors.append(f"{type(exn).__name__}: {exn}")):
                 sample = {k: v for k, v in raw.items() if not k.startswith("__") or k == "__key__"}
                 if action_tokenizer is not None and "actions.npy" in sample:
                     chunk = np.load(io.BytesIO(sample["actions.npy"]), allow_pickle=False)

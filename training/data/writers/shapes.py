@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .shards import DataError, DatasetWriter, content_hash, make_sample
+from ..format import DataError, DatasetWriter, content_hash, make_sample
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),

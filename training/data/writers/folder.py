@@ -11,7 +11,7 @@ Images + captions (`unimask data folder --images DIR --captions FILE`):
 Robot episodes (`unimask data folder --episodes DIR`): every `*.npz` (or `*.hdf5` / `*.h5`, needs `h5py`) file is
 one episode with `images` uint8 [T, H, W, 3], `actions` float [T, D], optional `state` [T, S] and optional
 `instruction` (a string; otherwise `--instruction` is used). Episodes are split whole (never across splits) and
-stored as per-step samples with action chunks, exactly like the Meta-World writer (`unimask.training.episodes`).
+stored as per-step samples with action chunks, exactly like the Meta-World writer (`unimask.training.data.writers.episodes`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .episodes import check_episode, episode_samples
-from .shards import DataError, DatasetWriter, content_hash, make_sample
+from ..format import DataError, DatasetWriter, content_hash, make_sample
 
 FILE_COLUMNS = ("file", "image", "path")
 TEXT_COLUMNS = ("caption", "text")

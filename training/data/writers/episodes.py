@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .shards import DataError, check_key, content_hash, make_sample
+from ..format import DataError, check_key, content_hash, make_sample
 
 
 def action_chunk(actions: np.ndarray, start: int, horizon: int) -> tuple[np.ndarray, int]:

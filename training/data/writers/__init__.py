@@ -1,0 +1,1 @@
+"""Dataset writers: built-in sources (digits, shapes, Meta-World) and converters for a user's own data."""

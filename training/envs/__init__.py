@@ -1,0 +1,1 @@
+"""Simulated environments a unimask policy runs in."""
