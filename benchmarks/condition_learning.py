@@ -20,23 +20,22 @@ import time
 import numpy as np
 import torch
 
-from unimask.masking import MaskingConfig, diffusion_loss, forward_process
+from unimask.bundle import load_bundle
+from unimask.masking import MaskingConfig, train_step
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.sampler import generate
-from unimask.schedulers.text import TextUnmaskingScheduler
-from unimask.sequence import SequenceBuilder, collate
-from unimask.tokenizers.image import VQImageTokenizer
-from unimask.tokenizers.text import load_text_tokenizer
+from unimask.schedulers import make_scheduler
+from unimask.sequence import collate
 from unimask.training.data.loader import iterate_samples
+from unimask.training.engines import TorchEngine
 from unimask.training.evaluation.captions import digit_caption_accuracy, digit_in_caption
-from unimask.vocab import Modality, UnifiedVocab
 
 SETTINGS = {"paraphrase+normal": ("random", "normal"), "first+normal": ("first", "normal"),
             "first+codebook": ("first", "codebook")}
 
 
 def load_split(run: str, split: str) -> list[tuple[np.ndarray, list[str]]]:
-    return [(np.asarray(s["img_codes"]).ravel(), s["texts"])
+    return [(np.asarray(s["image_codes"]).ravel(), s["text"].paraphrases)
             for s in iterate_samples(f"{run}/data/digits-tok", split, "i2t")]
 
 
@@ -64,9 +63,8 @@ def code_probes(run: str, eval_images: int) -> dict[str, float]:
 
 
 def train_and_evaluate(run: str, text: str, embedding: str, args: argparse.Namespace) -> list[dict]:
-    tokenizer = load_text_tokenizer(f"{run}/tokenizers/text")
-    vocab = UnifiedVocab.load(f"{run}/model")
-    builder = SequenceBuilder(vocab, caption_length=24)
+    processor = load_bundle(f"{run}/model").processor
+    vocab = processor.vocab
     train, test = load_split(run, "train"), load_split(run, "test")[:args.eval_images]
     labels = [digit_in_caption(texts[0]) for _, texts in test]
     rng = np.random.default_rng(args.seed)
@@ -75,36 +73,30 @@ def train_and_evaluate(run: str, text: str, embedding: str, args: argparse.Names
     model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=vocab.size, d_model=args.d_model,
                                                              n_layers=args.layers, n_heads=4, max_seq_len=128))
     if embedding == "codebook":
-        codebook = VQImageTokenizer.from_pretrained(f"{run}/tokenizers/vq/tokenizer").codebook_vectors
-        model.init_embedding_rows(vocab.range_of(Modality.IMAGE)[0], codebook, seed=args.seed)
+        model.init_embedding_rows(vocab.range_of("image")[0], processor.tokenizers["image"].codebook_vectors,
+                                  seed=args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     warmup = 35
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup else
                                                  0.1 + 0.45 * (1 + math.cos(math.pi * (s - warmup) / args.steps)))
-    scheduler = TextUnmaskingScheduler(vocab.mask_id, vocab.eos_id, vocab.pad_id, block_length=24)
-    lo, hi = vocab.range_of(Modality.TEXT)
+    engine = TorchEngine(model, optimizer, schedule, grad_clip=1.0, grad_accum=1, world=1, device=model.device)
     rows = []
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
         picks = rng.integers(len(train), size=args.batch_size)
         texts = [train[i][1][int(rng.integers(len(train[i][1])))] if text == "random" else train[i][1][0]
                  for i in picks]
-        batch = collate([builder.i2t(train[i][0], tokenizer(t, add_special_tokens=False)["input_ids"])
-                         for i, t in zip(picks, texts)], vocab.pad_id)
-        noisy = forward_process(batch, vocab, MaskingConfig(), generator)
-        logits = model(noisy.input_ids, segment_ids=batch.segment_ids, position_ids=batch.position_ids).logits
-        loss = diffusion_loss(logits, noisy, vocab).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        batch = collate([processor.sequence("i2t", [None, t], codes=[train[i][0], None]) for i, t in zip(picks, texts)],
+                        vocab.pad_id)
+        train_step(engine, batch, vocab, MaskingConfig(), generator)
         if step % args.eval_every == 0:
             model.eval()
-            batch = collate([builder.i2t(codes, None) for codes, _ in test], vocab.pad_id, padding_side="left")
+            batch = collate([processor.sequence("i2t", [None, None], codes=[codes, None]) for codes, _ in test],
+                            vocab.pad_id, padding_side="left")
+            scheduler = make_scheduler("text", vocab)
             with torch.no_grad():
-                tokens = generate(model, batch, vocab, scheduler, num_steps=24).tokens
-            captions = [tokenizer.decode((row[(row >= lo) & (row < hi)] - lo).tolist()) for row in tokens]
+                tokens = generate(model, batch, vocab, scheduler, num_steps=processor.length("text")).tokens
+            captions = processor.decode("text", tokens)
             model.train()
             rows.append({"step": step, "accuracy": digit_caption_accuracy(captions, labels),
                          "seconds": time.perf_counter() - start})

@@ -44,13 +44,13 @@ def main() -> None:
     digits = [s for _, s in zip(range(args.n), iterate_samples(data / "digits", split="test", task="i2t"))]
     robot = [s for _, s in zip(range(args.n), iterate_samples(data / "mt10", split="test", task="vla"))]
     images, labels = [s["image"] for s in digits], [s["meta"]["label"] for s in digits]
-    length = pipe.builder.caption_length
+    length = pipe.processor.length("text")
     rows = []
 
     def caption_row(name, **kw):
         out, seconds = _timed(lambda: pipe.caption(images, return_trajectory=True, **kw))
         accuracy = digit_caption_accuracy(out.outputs, labels)
-        tokens = sum(len(pipe.bundle.text_tokenizer.encode(c)) + 1 for c in out.outputs)
+        tokens = sum(len(ids) + 1 for ids in pipe.processor.encode("text", [c or "." for c in out.outputs]))
         rows.append({"task": "caption", "setting": name, "nfe": out.forward_passes, "seconds": seconds,
                      "tokens_per_s": tokens / seconds, "digit_accuracy": accuracy})
 
@@ -60,7 +60,7 @@ def main() -> None:
     caption_row("(d) + prefix cache", steps=length, block_length=3, threshold=args.threshold, use_cache=True)
 
     prompts = [f"the digit {w}" for w in ("zero", "one", "two", "three", "four", "five", "six", "seven")]
-    n_image = pipe.builder.image_tokens
+    n_image = pipe.processor.length("image")
     for name, kw in (("(a) one token per step", dict(steps=n_image, use_cache=False)),
                      ("(b) default: 12 steps", dict(steps=12, use_cache=False)),
                      ("(d) + prefix cache", dict(steps=12, use_cache=True))):
@@ -68,10 +68,10 @@ def main() -> None:
         rows.append({"task": "t2i", "setting": name, "nfe": out.forward_passes, "seconds": seconds})
 
     frames = [s["image"] for s in robot]
-    instructions = [s["text"] for s in robot]
+    instructions = [s["text"].stored for s in robot]
     state = np.stack([s["state"] for s in robot]) if pipe.uses_state else None
-    expert = np.stack([s["actions"] for s in robot])
-    n_action = pipe.builder.action_tokens
+    expert = np.stack([s["action"] for s in robot])
+    n_action = pipe.processor.length("action")
     for name, kw in (("(a) one token per step", dict(steps=n_action, use_cache=False)),
                      ("(b) default: 2 steps", dict(steps=2, use_cache=False)),
                      ("(d) + prefix cache", dict(steps=2, use_cache=True))):

@@ -5,8 +5,8 @@ Measured in one run, one process, one thread (`OMP_NUM_THREADS=1`, `num_workers=
   raw images    MixedDataset with t2i + i2t streams: decode, VQ encode (batched), text BPE, templates, collate
   pre-tokenized the same mix reading img_codes.npy written by `pretokenize_shards` (no VQ encoder)
 The VQ tokenizer is `--vq DIR` (any VQImageTokenizer folder) or, by default, an untrained diffusers VQModel of the
-tiny CPU shape (64x64 -> 8x8 codes, codebook 512, channels 32/64/128/128): the encoder's cost does not depend on
-its weights. Data: `--data DIR` or the digits dataset written to a temporary folder.
+tiny CPU shape (64x64 -> 8x8 codes, codebook 512, channels 32/64/128/128) loaded as a VQImageTokenizer: the
+encoder's cost does not depend on its weights. Data: `--data DIR` or the digits dataset written to a temporary folder.
 
 Usage: python benchmarks/loader_throughput.py [--data DIR] [--vq DIR] [--batches 40] [--workers 0]
 """
@@ -22,7 +22,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -37,32 +36,6 @@ def tiny_vq_folder(directory: Path) -> Path:
                     norm_num_groups=32, sample_size=64)
     model.save_pretrained(directory)
     return directory
-
-
-class DiffusersVQ:
-    """Used only while `unimask.tokenizers.image` is not available: the same diffusers VQModel encoder + quantizer
-    (uint8 [B, H, W, 3] -> codes [B, h, w]), so the measured encoder cost is the real one."""
-
-    def __init__(self, directory: Path):
-        from diffusers import VQModel
-
-        self.model = VQModel.from_pretrained(str(directory)).eval()
-        self.codebook_size = self.model.config.num_vq_embeddings
-
-    @torch.no_grad()
-    def encode(self, images):
-        x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        latents = self.model.encode(x).latents
-        _, _, (_, _, idx) = self.model.quantize(latents)
-        return idx.view(latents.shape[0], latents.shape[2], latents.shape[3])
-
-
-def load_vq(directory: Path):
-    try:
-        from unimask.tokenizers.image import VQImageTokenizer
-    except ImportError:
-        return DiffusersVQ(directory), "diffusers VQModel (unimask.tokenizers.image not available)"
-    return VQImageTokenizer.from_pretrained(str(directory)), "VQImageTokenizer"
 
 
 def rate(iterator, count_of, warmup: int, measured: int) -> float:
@@ -83,11 +56,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0)")
     args = parser.parse_args()
 
-    from unimask.sequence import SequenceBuilder
-    from unimask.tokenizers.text import train_text_tokenizer, vocab_for
-    from unimask.training.data.loader import DataConfig, SampleStream, StreamConfig, Tokenizers, make_loader, resolve_shards
-    from unimask.training.data.writers.digits import DIGIT_WORDS, digit_captions, write_digits
+    from unimask.processor import Processor, SequenceSettings
+    from unimask.tokenizers.image import VQImageTokenizer
+    from unimask.tokenizers.text import train_text_tokenizer
+    from unimask.training.data.format import resolve_shards
+    from unimask.training.data.loader import DataConfig, SampleStream, StreamConfig, make_loader
     from unimask.training.data.pretokenize import pretokenize_shards
+    from unimask.training.data.writers.digits import DIGIT_WORDS, digit_captions, write_digits
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -95,17 +70,13 @@ def main() -> None:
         if not args.data:
             write_digits(data)
         vq_dir = Path(args.vq) if args.vq else tiny_vq_folder(tmp / "vq")
-        vq, vq_kind = load_vq(vq_dir)
+        vq = VQImageTokenizer.from_pretrained(str(vq_dir))
         texts = [c for d in range(len(DIGIT_WORDS)) for c in digit_captions(d)] * 20
         text_tok = train_text_tokenizer(texts, vocab_size=300)
-        probe = vq.encode(np.zeros((1, 64, 64, 3), np.uint8))
-        codebook = int(getattr(vq, "codebook_size", 512))
-        vocab = vocab_for(text_tok, image_codebook_size=codebook)
-        builder = SequenceBuilder(vocab, caption_length=16, image_tokens=int(np.prod(probe.shape[1:])))
+        processor = Processor({"text": text_tok, "image": vq}, SequenceSettings(caption_length=16))
 
         started = time.perf_counter()
-        pretokenize_shards(data, tmp / "codes", image_tokenizer=vq, batch_size=64,
-                           provenance={"codebook_size": codebook})
+        pretokenize_shards(data, tmp / "codes", {"image": vq}, batch_size=64)
         pretokenize_s = time.perf_counter() - started
 
         bs, measured, warmup = args.batch_size, args.batches, 3
@@ -113,16 +84,16 @@ def main() -> None:
         decode = rate(iter(SampleStream(urls, "i2t", resampled=True, shuffle_buffer=256)), lambda _: 1,
                       warmup * bs, measured * bs)
 
-        def mixed(path: Path, tokenizers: Tokenizers) -> float:
+        def mixed(path: Path) -> float:
             config = DataConfig([StreamConfig(str(path), "t2i"), StreamConfig(str(path), "i2t")], batch_size=bs,
                                 num_workers=args.workers, shuffle_buffer=256)
-            return rate(iter(make_loader(config, builder, tokenizers)), len, warmup, measured)
+            return rate(iter(make_loader(config, processor)), len, warmup, measured)
 
-        raw = mixed(data, Tokenizers(text=text_tok, image=vq))
-        codes = mixed(tmp / "codes", Tokenizers(text=text_tok))
+        raw = mixed(data)
+        codes = mixed(tmp / "codes")
     source = str(data) if args.data else "digits (1,797 64x64 images)"
     tokenizer = f"from {vq_dir}" if args.vq else "untrained tiny (64x64 -> 8x8, 512 codes)"
-    print(f"data {source}, VQ {tokenizer} via {vq_kind}, batch {bs}, workers {args.workers}, "
+    print(f"data {source}, VQ {tokenizer}, batch {bs}, workers {args.workers}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"  decode only (tar + PNG + checks)     {decode:8.0f} samples/s")
     print(f"  raw images (VQ encode on the fly)    {raw:8.0f} samples/s")

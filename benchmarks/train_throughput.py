@@ -15,9 +15,11 @@ import time
 
 import torch
 
-from unimask.masking import MaskingConfig, diffusion_loss, forward_process
+from unimask.masking import MaskingConfig, train_step
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
+from unimask.registry import get_modality, get_task
 from unimask.sequence import SequenceBuilder, collate
+from unimask.training.engines import TorchEngine
 from unimask.training.memory import per_rank_bytes
 from unimask.training.trainer import measure_matmul_peak
 from unimask.vocab import UnifiedVocab
@@ -26,11 +28,14 @@ SHAPES = {"tiny-cpu": dict(d_model=128, n_layers=4, n_heads=4), "small-cpu": dic
 
 
 def main(batch_size: int = 32, steps: int = 8) -> None:
-    vocab = UnifiedVocab(text_size=512, image_codebook_size=512, action_vocab_size=256, state_bins=64)
-    builder = SequenceBuilder(vocab, image_tokens=64, action_tokens=32)
+    sizes = {"image": 512, "action": 256, "state": 64}
+    vocab = UnifiedVocab(text_size=512, modalities=sizes)
+    lengths = {"image": 64, "action": 32, "state": 4}
+    builder = SequenceBuilder(vocab, {name: get_modality(name) for name in ("text", *sizes)}, lengths)
     g = torch.Generator().manual_seed(0)
-    sequences = [builder.vla(torch.randint(0, 512, (64,), generator=g), torch.randint(0, 512, (12,), generator=g),
-                             torch.randint(0, 256, (32,), generator=g), state_codes=torch.randint(0, 64, (4,), generator=g))
+    vla = get_task("vla")
+    sequences = [builder.build(vla, [torch.randint(0, 512, (64,), generator=g), torch.randint(0, 512, (12,), generator=g),
+                                     torch.randint(0, 64, (4,), generator=g), torch.randint(0, 256, (32,), generator=g)])
                  for _ in range(batch_size)]
     batch = collate(sequences, pad_id=vocab.pad_id, pad_to_multiple_of=16)
     peak = measure_matmul_peak()
@@ -42,15 +47,12 @@ def main(batch_size: int = 32, steps: int = 8) -> None:
         torch.manual_seed(0)
         model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=vocab.size, max_seq_len=256, **shape))
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        engine = TorchEngine(model, optimizer, schedule, grad_clip=1.0, grad_accum=1, world=1, device=model.device)
         masking = MaskingConfig()
 
         def step() -> None:
-            noisy = forward_process(batch, vocab, masking, g)
-            logits = model(noisy.input_ids, segment_ids=noisy.clean.segment_ids,
-                           position_ids=noisy.clean.position_ids).logits
-            diffusion_loss(logits, noisy, vocab).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(engine, batch, vocab, masking, g)
 
         step()
         start = time.perf_counter()

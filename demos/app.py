@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .plots import action_chunk_plot, frame_strip
+from unimask.training.plots import action_chunk_plot, frame_strip
 
 DEFAULT_CHECKPOINT = "runs/quickstart/model"
 MAX_PROMPT_CHARS = 200
@@ -118,14 +118,14 @@ class DemoFunctions:
 
     def __init__(self, pipeline):
         self.pipe = pipeline
-        settings = pipeline.bundle.settings
-        self.caption_length = pipeline.builder.caption_length
-        self.image_tokens = settings.image_tokens
-        self.action_tokens = settings.action_tokens
-        tokenizer = pipeline.bundle.image_tokenizer
-        self.image_size = int(tokenizer.resolution) if tokenizer is not None else 64
-        self.action_names = (METAWORLD_ACTION_NAMES if settings.action_dim == len(METAWORLD_ACTION_NAMES)
-                             else tuple(f"a{d}" for d in range(settings.action_dim)))
+        processor = pipeline.processor
+        self.caption_length = processor.length("text")
+        self.image_tokens = processor.length("image") if pipeline.has("image") else 0
+        self.action_tokens = processor.length("action") if pipeline.has("action") else 0
+        self.image_size = pipeline.image_size or 64
+        action_dim = processor.settings.action_dim
+        self.action_names = (METAWORLD_ACTION_NAMES if action_dim == len(METAWORLD_ACTION_NAMES)
+                             else tuple(f"a{d}" for d in range(action_dim)))
         self._lock = threading.Lock()
 
     # ----- Caption ------------------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from unimask import UnifiedPipeline
-from unimask.demos.plots import action_chunk_plot
 from unimask.training.envs.metaworld import MT10_TASKS, MetaWorldEnv
+from unimask.training.plots import action_chunk_plot
 
 
 def main(argv: list[str] | None = None) -> np.ndarray:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> np.ndarray:
 
     pipe = UnifiedPipeline.from_pretrained(args.checkpoint)
     # Render at the checkpoint's image resolution, as the training frames were.
-    env = MetaWorldEnv(args.task, image_size=getattr(pipe.bundle.image_tokenizer, "resolution", 64))
+    env = MetaWorldEnv(args.task, image_size=pipe.image_size or 64)
     obs, _ = env.reset(seed=args.seed)
     env.close()
     image = np.asarray(Image.open(args.image).convert("RGB")) if args.image else obs["image"]

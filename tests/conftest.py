@@ -17,4 +17,4 @@ torch.set_num_threads(1)
 def small_vocab():
     from unimask.vocab import UnifiedVocab
 
-    return UnifiedVocab(text_size=40, image_codebook_size=16, action_vocab_size=12, state_bins=5)
+    return UnifiedVocab(text_size=40, modalities={"image": 16, "action": 12, "state": 5})

@@ -389,7 +389,7 @@ def test_fit_actions_cli_on_npz(tmp_path, capsys):
     assert main(["fit-actions", "--kind", "bins", "--data", str(data), "--out", str(out), "--horizon", "8",
                  "--norm", "minmax", "--exclude-dims", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "vocab_size (UnifiedVocab.action_vocab_size) = 256" in printed and "(excluded)" in printed
+    assert "vocab_size (its share of the unified vocabulary) = 256" in printed and "(excluded)" in printed
     summary = json.loads((out / "fit_summary.json").read_text())
     span = episodes.reshape(-1, 4).max(0) - episodes.reshape(-1, 4).min(0)
     assert np.all(np.array(summary["max_abs_error"])[:3] <= span[:3] / 256 * (1 + 1e-6))

@@ -20,7 +20,7 @@ CLASS_PROMPTS = [digit_captions(k) for k in range(10)]
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("clip")
     write_digits(root / "digits", image_size=32)
-    train = [(s["image"], s["texts"]) for s in suite.iter_test_samples(root / "digits", split="train")]
+    train = [(s["image"], s["text"].paraphrases) for s in suite.iter_test_samples(root / "digits", split="train")]
     test = list(suite.iter_test_samples(root / "digits"))
     config = ClipTrainConfig(min_zero_shot=0.8)
     scorer, accuracy = train_clip(train, [s["image"] for s in test], [s["meta"]["label"] for s in test],
@@ -32,7 +32,7 @@ def test_trained_clip_reads_digits_and_scores_matching_pairs_higher(trained):
     root, scorer, accuracy, test = trained
     assert accuracy >= 0.8  # chance is 0.1; train_clip itself refuses a CLIP below min_zero_shot
     images = [s["image"] for s in test]
-    captions = [s["text"] for s in test]
+    captions = [s["text"].stored for s in test]
     other_digit = [digit_captions((s["meta"]["label"] + 5) % 10)[0] for s in test]
     matching, wrong = scorer.score(images, captions), scorer.score(images, other_digit)
     assert np.all((0 <= matching) & (matching <= 100))
@@ -74,7 +74,7 @@ def test_clip_errors_name_the_fix(trained, tmp_path):
 
 def test_undertrained_clip_is_refused(trained, tmp_path):
     root, _, _, test = trained
-    pairs = [(s["image"], [s["text"]]) for s in test[:64]]
+    pairs = [(s["image"], [s["text"].stored]) for s in test[:64]]
     with pytest.raises(JudgeTooWeakError, match="min_zero_shot"):
         train_clip(pairs, [s["image"] for s in test], [s["meta"]["label"] for s in test], CLASS_PROMPTS,
                    tmp_path / "weak", ClipTrainConfig(epochs=1, min_zero_shot=0.95), progress=False)

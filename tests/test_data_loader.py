@@ -13,18 +13,23 @@ from torch.utils.data import DataLoader
 
 pytest.importorskip("webdataset")
 
-from unimask.sequence import SequenceBuilder  # noqa: E402
-from unimask.training.data.loader import (DataConfig, MixedDataset, SampleStream, StreamConfig, Tokenizers,  # noqa: E402
-                                   make_loader, resolve_rank_world, resolve_shards)
-from unimask.training.data.format import DataError, DatasetWriter, encode_npy, make_sample  # noqa: E402
-from unimask.vocab import UnifiedVocab  # noqa: E402
+from unimask.processor import Processor, SequenceSettings  # noqa: E402
+from unimask.tokenizers.text import TextModality, train_text_tokenizer  # noqa: E402
+from unimask.training.data.format import DataError, DatasetWriter, encode_npy, make_sample, resolve_shards  # noqa: E402
+from unimask.training.data.loader import (DataConfig, MixedDataset, SampleStream, StreamConfig,  # noqa: E402
+                                          make_loader, resolve_rank_world)
+from unimask.vocab import VocabError  # noqa: E402
 
-VOCAB = UnifiedVocab(text_size=64, image_codebook_size=16, action_vocab_size=12)
 H, D = 4, 2
+WORDS = [f"{word} {i}" for word in ("item", "thing") for i in range(500)]
+TEXT = train_text_tokenizer(WORDS, vocab_size=300)
 
 
 class PoolImages:
-    """Test image tokenizer: 16x16 RGB -> 4x4 codes (mean intensity of each 4x4 patch in 16 levels)."""
+    """Test image tokenizer: 16x16 RGB -> 16 codes (mean intensity of each 4x4 patch in 16 levels)."""
+
+    vocab_size = 16
+    num_tokens = 16
 
     def encode(self, images):
         x = np.asarray(images, dtype=np.float64).reshape(len(images), 4, 4, 4, 4, 3).mean(axis=(2, 4, 5))
@@ -32,21 +37,29 @@ class PoolImages:
 
 
 class BinActions:
-    """Test action tokenizer: 12 uniform bins on [-1, 1] per value ([H, D] -> [H, D])."""
+    """Test action tokenizer: 12 uniform bins on [-1, 1] per value (a chunk [H, D] -> H * D codes)."""
 
-    def encode(self, chunk):
-        return np.clip(((np.asarray(chunk) + 1) / 2 * 12).astype(np.int64), 0, 11)
+    vocab_size = 12
+
+    def tokens_per_chunk(self, horizon, length=None):
+        return horizon * D
+
+    def encode_chunks(self, chunks, length=None):
+        codes = np.clip(((np.asarray(chunks) + 1) / 2 * 12).astype(np.int64), 0, 11)
+        return codes.reshape(len(codes), -1)
 
 
 def text_ids(text: str) -> list[int]:
-    return [ord(c) % 64 for c in text]
+    return TextModality().encode(TEXT, [text])[0].tolist()
 
 
-TOKENIZERS = Tokenizers(text=text_ids, image=PoolImages(), action=BinActions())
+def processor(tokenizers=None, caption_length: int = 24) -> Processor:
+    tokenizers = tokenizers or {"image": PoolImages(), "action": BinActions()}
+    return Processor({"text": TEXT, **tokenizers}, SequenceSettings(caption_length=caption_length, action_horizon=H,
+                                                                    action_dim=D))
 
 
-def builder() -> SequenceBuilder:
-    return SequenceBuilder(VOCAB, caption_length=24, image_tokens=16, action_tokens=H * D)
+VOCAB = processor().vocab
 
 
 def write_dataset(out: Path, n: int, shard_size: int, *, tasks=("t2i", "i2t", "vla"), codes: bool = False,
@@ -61,8 +74,8 @@ def write_dataset(out: Path, n: int, shard_size: int, *, tasks=("t2i", "i2t", "v
             actions = rng.uniform(-1, 1, (H, D)).astype(np.float32)
             extra = {}
             if codes:
-                extra = {"img_codes": PoolImages().encode(image[None])[0].numpy().astype(np.int16),
-                         "act_codes": BinActions().encode(actions).astype(np.int16)}
+                extra = {"img_codes": PoolImages().encode(image[None])[0].numpy().astype(np.int16).ravel(),
+                         "act_codes": BinActions().encode_chunks(actions[None])[0].astype(np.int16)}
             meta = {"captions": [f"item {i}", f"thing {i}"], "valid_steps": H, "index": int(i)}
             sample = make_sample(f"s{i:05d}", image=image, text=f"{stored_text} {i}", actions=actions, meta=meta, **extra)
             if i >= n:
@@ -111,10 +124,10 @@ def test_mixed_loader_two_ranks_two_workers_covers_the_test_split_once(tmp_path)
                         drop_last=False, random_paraphrase=False)
     captions = []
     for rank in range(2):
-        for batch in make_loader(config, builder(), TOKENIZERS, rank=rank, world_size=2):
+        for batch in make_loader(config, processor(), rank=rank, world_size=2):
             for row in range(len(batch)):
                 ids = batch.input_ids[row][batch.target_mask[row]]
-                captions.append(tuple(ids[ids < 64].tolist()))
+                captions.append(tuple(ids[ids < VOCAB.text_size].tolist()))
     assert len(captions) == 90 and len(set(captions)) == 90
 
 
@@ -166,7 +179,7 @@ def test_task_mixing_ratios_hold_within_tolerance(tmp_path):
                StreamConfig(str(tmp_path / "d"), "vla", 2.0)]
     config = DataConfig(streams, batch_size=50, shuffle_buffer=50, seed=11)
     counts: collections.Counter = collections.Counter()
-    for i, batch in enumerate(make_loader(config, builder(), Tokenizers(text=text_ids))):
+    for i, batch in enumerate(make_loader(config, processor())):
         counts.update(batch.tasks)
         if i == 59:
             break
@@ -197,7 +210,7 @@ def test_hundred_corrupt_samples_are_skipped_and_counted(tmp_path):
     write_dataset(tmp_path / "d", 400, 50, corrupt=corrupt)
     config = DataConfig([StreamConfig(str(tmp_path / "d"), "vla")], batch_size=10, num_workers=2, resampled=False,
                         drop_last=False)
-    loader = make_loader(config, builder(), TOKENIZERS)
+    loader = make_loader(config, processor())
     sequences = sum(len(batch) for batch in loader)
     assert sequences == 400
     assert loader.dataset.skipped() == {"tar_error": 0, "missing_key": 25, "undecodable": 50, "bad_shape": 25,
@@ -207,7 +220,7 @@ def test_hundred_corrupt_samples_are_skipped_and_counted(tmp_path):
 def test_skips_are_logged_with_key_and_shard(tmp_path, caplog):
     write_dataset(tmp_path / "d", 20, 10, corrupt={"missing_txt": 1})
     urls, _ = resolve_shards(tmp_path / "d")
-    with caplog.at_level(logging.WARNING, logger="unimask.training.data.loader"):
+    with caplog.at_level(logging.WARNING, logger="unimask.training.data.format"):
         assert len(list(SampleStream(urls, "i2t", resampled=False, shuffle_buffer=0))) == 20
     (record,) = [r for r in caplog.records if "skipped sample" in r.getMessage()]
     assert "s00020" in record.getMessage() and "syn-00000" in record.getMessage()
@@ -227,7 +240,7 @@ def test_truncated_shard_is_skipped_and_training_goes_on(tmp_path):
     assert 60 <= len(keys) < 100 and len(keys) == len(set(keys))
     # Resampled training over the same shards keeps producing batches.
     config = DataConfig([StreamConfig(str(tmp_path / "d"), "t2i")], batch_size=8, shuffle_buffer=8)
-    loader = make_loader(config, builder(), TOKENIZERS)
+    loader = make_loader(config, processor())
     for i, batch in enumerate(loader):
         if i == 40:
             break
@@ -238,17 +251,18 @@ def test_a_stream_with_no_usable_sample_raises_instead_of_spinning(tmp_path):
     write_dataset(tmp_path / "d", 0, 10, corrupt={"missing_txt": 30})
     config = DataConfig([StreamConfig(str(tmp_path / "d"), "t2i")], batch_size=4)
     with pytest.raises(DataError, match="no sample is usable"):
-        next(iter(make_loader(config, builder(), TOKENIZERS)))
+        next(iter(make_loader(config, processor())))
 
 
 def test_caption_too_long_for_the_template_is_skipped_not_fatal(tmp_path):
     write_dataset(tmp_path / "d", 30, 10)
-    short = SequenceBuilder(VOCAB, caption_length=7, image_tokens=16, action_tokens=H * D)  # 6 tokens + <eos>
+    short = processor(caption_length=len(text_ids("item 9")) + 1)  # "item 9" and <eos>
     config = DataConfig([StreamConfig(str(tmp_path / "d"), "i2t")], batch_size=1, resampled=False,
                         random_paraphrase=False)
-    loader = make_loader(config, short, TOKENIZERS)
-    assert sum(len(b) for b in loader) == 10  # "item 0" .. "item 9" fit, "item 10" .. "item 29" do not
-    assert loader.dataset.skipped()["too_long"] == 20
+    loader = make_loader(config, short)
+    fit = sum(len(text_ids(f"item {i}")) <= len(text_ids("item 9")) for i in range(30))
+    assert 0 < fit < 30 and sum(len(b) for b in loader) == fit
+    assert loader.dataset.skipped()["too_long"] == 30 - fit
 
 
 # ----- tokenization -------------------------------------------------------------------------------------------------
@@ -258,31 +272,31 @@ def test_sequences_hold_the_tokenized_sample(tmp_path):
                         shuffle_buffer=0, random_paraphrase=False)
     samples = {s["meta"]["index"]: s for s in SampleStream(resolve_shards(tmp_path / "d")[0], "vla",
                                                               resampled=False, shuffle_buffer=0)}
-    (batch,) = list(make_loader(config, builder(), TOKENIZERS))
+    (batch,) = list(make_loader(config, processor()))
     for row in range(10):
         seq = batch.input_ids[row]
-        text = seq[(seq < 64) & (batch.segment_ids[row] == 1)].tolist()
-        match = [i for i, s in samples.items() if text_ids(s["text"]) == text]
+        text = seq[(seq < VOCAB.text_size) & (batch.segment_ids[row] == 1)].tolist()
+        match = [i for i, s in samples.items() if text_ids(s["text"].stored) == text]
         assert len(match) == 1
         sample = samples[match[0]]
-        image_ids = VOCAB.image_to_id(PoolImages().encode(sample["image"][None])[0].flatten())
-        action_ids = VOCAB.action_to_id(BinActions().encode(sample["actions"]).flatten())
-        lo, hi = VOCAB.range_of(2)
+        image_ids = VOCAB.to_id("image", PoolImages().encode(sample["image"][None])[0].flatten())
+        action_ids = VOCAB.to_id("action", BinActions().encode_chunks(sample["action"][None]).flatten())
+        lo, hi = VOCAB.range_of("image")
         assert torch.equal(seq[(seq >= lo) & (seq < hi)], image_ids)
-        lo, hi = VOCAB.range_of(3)
+        lo, hi = VOCAB.range_of("action")
         assert torch.equal(seq[(seq >= lo) & (seq < hi)], action_ids)
 
 
 def test_random_paraphrase_draws_from_the_json_captions(tmp_path):
     write_dataset(tmp_path / "d", 20, 10)
     config = DataConfig([StreamConfig(str(tmp_path / "d"), "lm")], batch_size=20, resampled=False, shuffle_buffer=0)
-    (batch,) = list(make_loader(config, builder(), TOKENIZERS))
+    (batch,) = list(make_loader(config, processor()))
     words = collections.Counter()
     for row in range(20):
         ids = batch.input_ids[row][batch.target_mask[row]]
-        words[tuple(ids[:2].tolist())] += 1
+        words[int(ids[0])] += 1
     # Both paraphrases ("item i", "thing i") appear.
-    assert set(words) == {tuple(text_ids("it")), tuple(text_ids("th"))} and min(words.values()) >= 3
+    assert set(words) == {text_ids("item")[0], text_ids("thing")[0]} and min(words.values()) >= 3
 
 
 def test_stream_text_first_gives_one_canonical_wording(tmp_path):
@@ -291,11 +305,11 @@ def test_stream_text_first_gives_one_canonical_wording(tmp_path):
     def first_tokens(text: str) -> set:
         config = DataConfig([StreamConfig(str(tmp_path / "d"), "lm", text=text)], batch_size=20, resampled=False,
                             shuffle_buffer=0)
-        (batch,) = list(make_loader(config, builder(), TOKENIZERS))
-        return {tuple(batch.input_ids[row][batch.target_mask[row]][:2].tolist()) for row in range(20)}
+        (batch,) = list(make_loader(config, processor()))
+        return {int(batch.input_ids[row][batch.target_mask[row]][0]) for row in range(20)}
 
-    assert first_tokens("first") == {tuple(text_ids("it"))}
-    assert first_tokens("stored") == {tuple(text_ids("th"))}
+    assert first_tokens("first") == {text_ids("item")[0]}
+    assert first_tokens("stored") == {text_ids("thing")[0]}
     with pytest.raises(DataError, match="stream text must be one of"):
         StreamConfig(str(tmp_path / "d"), "lm", text="canonical")
 
@@ -304,29 +318,37 @@ def test_pretokenize_gives_the_same_sequences_without_tokenizers(tmp_path, capsy
     from unimask.training.data.pretokenize import pretokenize_shards
 
     write_dataset(tmp_path / "raw", 40, 10)
-    card = pretokenize_shards(tmp_path / "raw", tmp_path / "tok", image_tokenizer=PoolImages(),
-                              action_tokenizer=BinActions(), batch_size=16,
-                              provenance={"codebook_size": 16, "action_vocab_size": 12})
-    assert card["splits"]["train"]["count"] == 40 and card["pretokenized"]["image_code_shape"] == [4, 4]
+    card = pretokenize_shards(tmp_path / "raw", tmp_path / "tok", {"image": PoolImages(), "action": BinActions()},
+                              batch_size=16)
+    assert card["splits"]["train"]["count"] == 40
+    assert card["pretokenized"]["vocab_sizes"] == {"image": 16, "action": 12}
 
     def sequences(path, tokenizers):
         config = DataConfig([StreamConfig(str(path), "vla")], batch_size=40, resampled=False, shuffle_buffer=0,
                             random_paraphrase=False)
-        (batch,) = list(make_loader(config, builder(), tokenizers))
+        (batch,) = list(make_loader(config, processor(tokenizers)))
         return batch.input_ids
 
-    assert torch.equal(sequences(tmp_path / "raw", TOKENIZERS), sequences(tmp_path / "tok", Tokenizers(text=text_ids)))
-    other = UnifiedVocab(text_size=64, image_codebook_size=32, action_vocab_size=12)
-    with pytest.raises(DataError, match="codebook_size=16"):
+    class Refuses(PoolImages):
+        def encode(self, images):
+            raise AssertionError("pre-tokenized shards must not be tokenized again")
+
+    assert torch.equal(sequences(tmp_path / "raw", None),
+                       sequences(tmp_path / "tok", {"image": Refuses(), "action": BinActions()}))
+
+    class Bigger(PoolImages):
+        vocab_size = 32
+
+    with pytest.raises(DataError, match="pre-tokenized with 16 image codes but the vocabulary has 32"):
         MixedDataset(DataConfig([StreamConfig(str(tmp_path / "tok"), "vla")]),
-                     SequenceBuilder(other, caption_length=24), Tokenizers(text=text_ids))
+                     processor({"image": Bigger(), "action": BinActions()}))
 
 
-def test_missing_tokenizer_error_names_the_fix(tmp_path):
+def test_a_task_needing_a_modality_the_model_lacks_names_it(tmp_path):
     write_dataset(tmp_path / "d", 10, 10)
     config = DataConfig([StreamConfig(str(tmp_path / "d"), "t2i")], batch_size=2)
-    with pytest.raises(DataError, match="pretokenize"):
-        next(iter(make_loader(config, builder(), Tokenizers(text=text_ids))))
+    with pytest.raises(VocabError, match=r"task 't2i' needs \['image'\] ids"):
+        make_loader(config, processor({"action": BinActions()}))
 
 
 def test_inspect_prints_counts_and_writes_a_grid(tmp_path, capsys):
@@ -354,6 +376,6 @@ def test_an_image_the_tokenizer_rejects_is_skipped(tmp_path):
     bad = sum(int(s["image"][0, 0, 0]) % 7 == 0 for s in SampleStream(urls, "t2i", resampled=False, shuffle_buffer=0))
     assert bad > 0
     config = DataConfig([StreamConfig(str(tmp_path / "d"), "t2i")], batch_size=1, resampled=False, image_batch=8)
-    loader = make_loader(config, builder(), Tokenizers(text=text_ids, image=Picky()))
+    loader = make_loader(config, processor({"image": Picky(), "action": BinActions()}))
     assert sum(len(b) for b in loader) == 40 - bad
     assert loader.dataset.skipped()["bad_shape"] == bad

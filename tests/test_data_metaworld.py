@@ -12,20 +12,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco (met
 pytest.importorskip("webdataset")
 pytest.importorskip("metaworld")
 
-from unimask.training.data.format import content_hash, decode_npy, decode_png, read_card, shard_paths  # noqa: E402
+from shard_reading import read_split, shard_paths  # noqa: E402
+from unimask.training.data.format import content_hash, read_card  # noqa: E402
 
 
 def _episodes(directory, split):
-    import json
-
-    import webdataset as wds
-
     episodes = defaultdict(dict)
-    for raw in wds.WebDataset(shard_paths(directory, split), shardshuffle=False, empty_check=False):
-        meta = json.loads(raw["json"])
-        episodes[(meta["task_name"], meta["seed"])][meta["step"]] = {
-            "key": raw["__key__"], "meta": meta, "text": raw["txt"].decode(), "image": decode_png(raw["png"]),
-            "actions": decode_npy(raw["actions.npy"]), "state": decode_npy(raw["state.npy"])}
+    for sample in read_split(directory, split):
+        meta = sample["meta"]
+        episodes[(meta["task_name"], meta["seed"])][meta["step"]] = sample
     return episodes
 
 

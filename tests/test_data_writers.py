@@ -13,26 +13,8 @@ from PIL import Image
 
 pytest.importorskip("webdataset")
 
-from unimask.training.data.format import (CARD_FILE, DataError, content_hash, decode_npy, decode_png,  # noqa: E402
-                                     read_card, shard_paths)
-
-
-def read_split(directory: Path, split: str) -> list[dict]:
-    """Every sample of a split, in order, decoded without the loader (an independent reader)."""
-    import webdataset as wds
-
-    out = []
-    for raw in wds.WebDataset(shard_paths(directory, split), shardshuffle=False, empty_check=False):
-        sample = {"key": raw["__key__"], "meta": json.loads(raw["json"])}
-        if "png" in raw:
-            sample["image"] = decode_png(raw["png"])
-        if "txt" in raw:
-            sample["text"] = raw["txt"].decode("utf-8")
-        for name in ("actions", "state"):
-            if f"{name}.npy" in raw:
-                sample[name] = decode_npy(raw[f"{name}.npy"])
-        out.append(sample)
-    return out
+from shard_reading import read_split  # noqa: E402
+from unimask.training.data.format import CARD_FILE, DataError, content_hash, read_card  # noqa: E402
 
 
 def assert_disjoint(train: list[dict], test: list[dict]) -> None:

@@ -9,7 +9,6 @@ from PIL import Image
 from tiny_bundle import make_tiny_bundle
 from unimask import UnifiedPipeline
 from unimask.demos.app import ROBOT_SEED, DemoFunctions, DemoInputError, build_app, example_images
-from unimask.demos.plots import action_chunk_plot, frame_strip
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -85,22 +84,6 @@ def test_example_pictures_are_real_digits_and_a_shapes_scene():
     assert all(picture.shape == (64, 64, 3) and picture.dtype == np.uint8 and picture.std() > 20
                for _, picture in examples)
     assert any(word in labels[3] for word in ("circle", "square", "triangle"))
-
-
-@pytest.mark.parametrize("use_matplotlib", [False, True])
-def test_action_chart_draws_one_coloured_line_per_dimension(use_matplotlib):
-    if use_matplotlib:
-        pytest.importorskip("matplotlib", reason="matplotlib is optional; the PIL chart is used without it")
-    chunk = np.array([[0.5, -0.5, 0.0, 1.0], [0.2, -0.1, 0.3, 1.0], [-0.4, 0.6, 0.1, -1.0]])
-    pixels = np.asarray(action_chunk_plot(chunk, ["x", "y", "z", "gripper"], "t", use_matplotlib=use_matplotlib))
-    assert pixels.shape == (280, 560, 3)
-    for rgb in ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)):
-        assert (np.abs(pixels.astype(int) - rgb).sum(axis=2) < 30).sum() > 20, rgb
-    with pytest.raises(ValueError, match="2 dimension names for 4"):
-        action_chunk_plot(chunk, ["x", "y"], "t")
-    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(25)]
-    picked = frame_strip(frames, max_frames=5)[0, ::4, 0]
-    assert picked.tolist() == [0, 6, 12, 18, 24]  # evenly spaced, first and last included
 
 
 def test_scripts_run_on_a_checkpoint(bundle_dir, tmp_path, capsys):

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from unimask.bundle import Bundle, BundleSettings
+from unimask.bundle import Bundle
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
+from unimask.processor import Processor, SequenceSettings
 from unimask.tokenizers.image import VQImageTokenizer, build_vqmodel
-from unimask.tokenizers.text import train_text_tokenizer, vocab_for
+from unimask.tokenizers.text import train_text_tokenizer
 from unimask.training.data.writers.digits import DIGIT_WORDS, write_digits
 from unimask.training.evaluation import suite
 from unimask.training.evaluation.cli import evaluate_checkpoint
@@ -23,10 +24,10 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     text = train_text_tokenizer([f"the digit {w}" for w in DIGIT_WORDS] * 3, vocab_size=280)
     image = VQImageTokenizer(build_vqmodel(32, (8, 16, 16), latent_channels=4, codebook_size=16, norm_num_groups=4))
-    vocab = vocab_for(text, image_codebook_size=16)
-    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=vocab.size, d_model=32, n_layers=1, n_heads=2))
-    Bundle(model, vocab, BundleSettings(caption_length=16, image_tokens=64, action_tokens=0), text, image).save(
-        root / "model")
+    processor = Processor({"text": text, "image": image}, SequenceSettings(caption_length=16))
+    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=processor.vocab.size, d_model=32, n_layers=1,
+                                                             n_heads=2))
+    Bundle(model, processor).save(root / "model")
     return root
 
 
@@ -53,7 +54,7 @@ def test_clip_task_scores_generated_pairs_beside_references(setup):
     from unimask.training.evaluation.clip import ClipTrainConfig, train_clip
 
     samples = list(suite.iter_test_samples(setup / "data" / "digits", split="train"))
-    train_clip([(s["image"], s["texts"]) for s in samples], [s["image"] for s in samples[:10]],
+    train_clip([(s["image"], s["text"].paraphrases) for s in samples], [s["image"] for s in samples[:10]],
                [s["meta"]["label"] for s in samples[:10]], [[w] for w in DIGIT_WORDS], setup / "clip",
                ClipTrainConfig(epochs=1, min_zero_shot=0.0), progress=False)
     out = setup / "eval-clip"

@@ -6,8 +6,9 @@ from unimask.masking import MaskingConfig
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.sampler import generate
 from unimask.schedulers.action import ActionUnmaskingScheduler
-from unimask.sequence import SequenceBuilder, collate
-from unimask.training.minimal import train_minimal
+from template_builder import TemplateBuilder
+from unimask.sequence import collate
+from minimal_training import train_minimal
 from unimask.vocab import UnifiedVocab
 
 N_IMAGE, N_ACTION, CODEBOOK, ACTION_BINS = 8, 8, 16, 16
@@ -20,8 +21,8 @@ def target_of(image_codes: torch.Tensor) -> torch.Tensor:
 
 
 def test_tiny_model_learns_conditional_mapping():
-    vocab = UnifiedVocab(text_size=8, image_codebook_size=CODEBOOK, action_vocab_size=ACTION_BINS)
-    builder = SequenceBuilder(vocab, image_tokens=N_IMAGE, action_tokens=N_ACTION)
+    vocab = UnifiedVocab(text_size=8, modalities={"image": CODEBOOK, "action": ACTION_BINS})
+    builder = TemplateBuilder(vocab, image_tokens=N_IMAGE, action_tokens=N_ACTION)
     g = torch.Generator().manual_seed(0)
 
     def batches(size=64):
@@ -38,7 +39,7 @@ def test_tiny_model_learns_conditional_mapping():
     test_codes = torch.randint(0, CODEBOOK, (256, N_IMAGE), generator=torch.Generator().manual_seed(123))
     batch = collate([builder.vla(c, [1], None) for c in test_codes], pad_id=vocab.pad_id, padding_side="left")
     decoded = generate(model, batch, vocab, ActionUnmaskingScheduler(vocab.mask_id), num_steps=4).tokens
-    predicted = vocab.id_to_action(decoded)
+    predicted = vocab.from_id("action", decoded)
     accuracy = float((predicted == target_of(test_codes)).float().mean())
     assert result.losses[-1] < result.losses[0] / 10
     assert accuracy >= 0.95, f"token accuracy {accuracy:.3f} after {result.steps} steps"

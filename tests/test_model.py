@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
-from unimask.sequence import SequenceBuilder, collate
+from template_builder import TemplateBuilder
+from unimask.sequence import collate
 
 
 def tiny_model(vocab_size, attention="prefix", **kw):
@@ -14,8 +15,8 @@ def tiny_model(vocab_size, attention="prefix", **kw):
 
 @pytest.fixture
 def batch(small_vocab):
-    b = SequenceBuilder(small_vocab, caption_length=6, image_tokens=4, action_tokens=3)
-    seqs = [b.vla([0, 1, 2, 3], [9], [1, 2, 3]), b.vla([3, 2, 1, 0], [4, 5, 6], [0, 0, 1], state_codes=[2])]
+    b = TemplateBuilder(small_vocab, caption_length=6, image_tokens=4, action_tokens=3, state_tokens=2)
+    seqs = [b.vla([0, 1, 2, 3], [9], [1, 2, 3]), b.vla([3, 2, 1, 0], [4, 5, 6], [0, 0, 1], state_codes=[2, 1])]
     return collate(seqs, pad_id=small_vocab.pad_id)
 
 
@@ -58,7 +59,7 @@ def test_condition_hidden_states_ignore_the_target(small_vocab, batch):
 
 
 def test_prefix_cache_is_exact_for_rows_of_different_condition_lengths(small_vocab):
-    b = SequenceBuilder(small_vocab, caption_length=6, image_tokens=4, action_tokens=3)
+    b = TemplateBuilder(small_vocab, caption_length=6, image_tokens=4, action_tokens=3, state_tokens=2)
     seqs = [b.vla([0, 1, 2, 3], [9], None), b.vla([3, 2, 1, 0], [4, 5, 6, 7, 8], None, state_codes=[2, 3])]
     batch = collate(seqs, pad_id=small_vocab.pad_id, padding_side="left")
     model = tiny_model(small_vocab.size)

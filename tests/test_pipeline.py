@@ -39,7 +39,8 @@ def test_text_to_image_with_trajectory(pipe):
 def test_act_returns_real_units_and_respects_state(pipe):
     actions = pipe.act(frames(3), ["open the drawer"] * 3, state=np.zeros((3, 3)), steps=2)
     assert actions.shape == (3, 2, 4) and actions.dtype == np.float32
-    low, high = pipe.bundle.action_tokenizer.normalizer.low, pipe.bundle.action_tokenizer.normalizer.high
+    normalizer = pipe.processor.tokenizers["action"].normalizer
+    low, high = normalizer.low, normalizer.high
     assert (actions >= low - 1e-6).all() and (actions <= high + 1e-6).all()
     with pytest.raises(ValueError, match="trained with state tokens"):
         pipe.act(frames(1), ["open the drawer"])
@@ -50,9 +51,11 @@ def test_act_returns_real_units_and_respects_state(pipe):
 def test_infill_keeps_given_tokens(pipe):
     target = torch.full((1, 8), -1)
     target[0, :4] = torch.tensor([1, 2, 3, 4])
-    done = pipe.infill("vla", {"images": frames(1), "instructions": ["open the drawer"], "state": np.zeros((1, 3))},
+    done = pipe.infill("vla", {"image": frames(1), "instruction": ["open the drawer"], "state": np.zeros((1, 3))},
                        target, steps=2)
     assert done[0, :4].tolist() == [1, 2, 3, 4] and (done >= 0).all() and (done < 16).all()
+    with pytest.raises(ValueError, match="use 'image' instead of 'images'"):
+        pipe.infill("vla", {"images": frames(1), "instruction": ["x"]}, target)
 
 
 def test_bad_inputs_name_the_argument(pipe):
@@ -60,7 +63,7 @@ def test_bad_inputs_name_the_argument(pipe):
         pipe.text_to_image([])
     with pytest.raises(TypeError, match="`prompts` must be a list"):
         pipe.text_to_image("a red square")
-    with pytest.raises(ValueError, match="`steps` must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"`steps` must be an integer >= 1 and at most 256 .*, got 0"):
         pipe.text_to_image(["a red square"], steps=0)
     with pytest.raises(TypeError, match="unknown scheduler option"):
         pipe.text_to_image(["a red square"], choice_temp=2.0)
@@ -70,5 +73,5 @@ def test_bad_inputs_name_the_argument(pipe):
         pipe.act(frames(1), [""], state=np.zeros((1, 3)))
     with pytest.raises(Exception, match="PIL image"):
         pipe.caption(["not an image"])
-    with pytest.raises(ValueError, match="2 images but 1 instructions"):
+    with pytest.raises(ValueError, match="inputs differ in length: 2 images, 1 instructions"):
         pipe.act(frames(2), ["x"], state=np.zeros((2, 3)))

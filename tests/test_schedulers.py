@@ -11,17 +11,18 @@ from unimask.schedulers.action import ActionUnmaskingScheduler
 from unimask.schedulers.base import NotReadyError
 from unimask.schedulers.image import ImageUnmaskingScheduler, masked_counts
 from unimask.schedulers.text import TextUnmaskingScheduler, llada_split
-from unimask.sequence import SequenceBuilder, collate
-from unimask.vocab import Modality, UnifiedVocab
+from template_builder import TemplateBuilder
+from unimask.sequence import collate
+from unimask.vocab import UnifiedVocab
 
 
 @pytest.fixture(scope="module")
 def setup():
-    vocab = UnifiedVocab(text_size=30, image_codebook_size=16, action_vocab_size=10)
+    vocab = UnifiedVocab(text_size=30, modalities={"image": 16, "action": 10})
     torch.manual_seed(0)
     model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=vocab.size, d_model=32, n_layers=2,
                                                              n_heads=4, max_seq_len=128)).eval()
-    builder = SequenceBuilder(vocab, caption_length=12, image_tokens=9, action_tokens=8)
+    builder = TemplateBuilder(vocab, caption_length=12, image_tokens=9, action_tokens=8)
     return vocab, model, builder
 
 
@@ -33,7 +34,7 @@ def llada_reference(model, batch, vocab, steps, block_length):
     gen_length = x.shape[1] - prompt_len
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
-    allowed = vocab.allowed_mask(Modality.TEXT)
+    allowed = vocab.allowed_mask("text", ("eos", "pad"))
     for num_block in range(num_blocks):
         lo, hi = prompt_len + num_block * block_length, prompt_len + (num_block + 1) * block_length
         block_mask_index = x[:, lo:hi] == vocab.mask_id
@@ -100,7 +101,7 @@ def test_image_sampler_masked_counts_per_step(setup):
                    return_trajectory=True)
     still_masked = [int((t == vocab.mask_id).sum(dim=1)[0]) for t in out.trajectory]
     assert still_masked == masked_counts(9, 4, "cosine")
-    image = vocab.range_of(Modality.IMAGE)
+    image = vocab.range_of("image")
     assert ((out.tokens >= image[0]) & (out.tokens < image[1])).all()
 
 

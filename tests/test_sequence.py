@@ -1,31 +1,31 @@
 import pytest
 import torch
 
-from unimask.sequence import CONDITION, PAD_SEGMENT, TARGET, SequenceBuilder, SequenceError, collate
-from unimask.vocab import Modality
+from template_builder import TemplateBuilder
+from unimask.sequence import CONDITION, PAD_SEGMENT, TARGET, SequenceError, collate
 
 
 @pytest.fixture
 def builder(small_vocab):
-    return SequenceBuilder(small_vocab, caption_length=6, image_tokens=4, action_tokens=3)
+    return TemplateBuilder(small_vocab, caption_length=6, image_tokens=4, action_tokens=3, state_tokens=2)
 
 
 def test_t2i_layout(builder, small_vocab):
     v = small_vocab
     seq = builder.t2i([5, 6], [0, 1, 2, 3])
-    expected = [v.task_id("t2i"), 5, 6, v.special_id("soi"), *v.image_to_id([0, 1, 2, 3]).tolist(),
+    expected = [v.special_id("t2i"), 5, 6, v.special_id("soi"), *v.to_id("image", [0, 1, 2, 3]).tolist(),
                 v.special_id("eoi")]
     assert seq.input_ids.tolist() == expected
-    assert seq.segment_ids.tolist() == [CONDITION] * 4 + [TARGET] * 5
+    assert seq.segment_ids.tolist() == [CONDITION] * 3 + [TARGET] * 6  # <soi> belongs to the image segment
     assert seq.content_mask.tolist() == [False, True, True, False, True, True, True, True, False]
-    assert (seq.modality_ids[4:8] == Modality.IMAGE).all()
+    assert (seq.modality_ids[4:8] == small_vocab.modality_index("image")).all()
 
 
 def test_text_target_ends_with_eos_then_pad(builder, small_vocab):
     seq = builder.i2t([0, 1, 2, 3], [7, 8])
     target = seq.input_ids[seq.segment_ids == TARGET].tolist()
     assert target == [7, 8, small_vocab.eos_id, small_vocab.pad_id, small_vocab.pad_id, small_vocab.pad_id]
-    assert (seq.modality_ids[seq.segment_ids == TARGET] == Modality.TEXT).all()
+    assert (seq.modality_ids[seq.segment_ids == TARGET] == small_vocab.modality_index("text")).all()
     with pytest.raises(SequenceError, match="caption_length - 1 = 5"):
         builder.i2t([0, 1, 2, 3], [1, 2, 3, 4, 5, 6])
 
@@ -35,8 +35,8 @@ def test_vla_with_state_and_masked_target(builder, small_vocab):
     target = seq.segment_ids == TARGET
     payload = target & seq.content_mask
     assert (seq.input_ids[payload] == small_vocab.mask_id).all() and int(payload.sum()) == 3
-    assert (seq.modality_ids[seq.content_mask & (seq.segment_ids == CONDITION)] != Modality.SPECIAL).all()
-    assert int((seq.modality_ids == Modality.STATE).sum()) == 2
+    assert (seq.modality_ids[seq.content_mask & (seq.segment_ids == CONDITION)] != small_vocab.modality_index("special")).all()
+    assert int((seq.modality_ids == small_vocab.modality_index("state")).sum()) == 2
 
 
 def test_bad_inputs_raise(builder):

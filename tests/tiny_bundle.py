@@ -7,11 +7,12 @@ import torch
 
 
 def make_tiny_bundle(directory: Path, image_size: int = 32, state_dim: int = 3) -> Path:
-    from unimask.bundle import Bundle, BundleSettings
+    from unimask.bundle import Bundle
     from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
+    from unimask.processor import Processor, SequenceSettings
     from unimask.tokenizers.action import BinActionTokenizer
     from unimask.tokenizers.image import VQImageTokenizer, build_vqmodel
-    from unimask.tokenizers.text import train_text_tokenizer, vocab_for
+    from unimask.tokenizers.text import train_text_tokenizer
 
     torch.manual_seed(0)
     text = train_text_tokenizer(["the digit seven", "open the drawer", "a red square"] * 5, vocab_size=280)
@@ -21,10 +22,9 @@ def make_tiny_bundle(directory: Path, image_size: int = 32, state_dim: int = 3) 
     rng = np.random.default_rng(0)
     actions = BinActionTokenizer(n_bins=16).fit(rng.uniform(-1, 1, (100, 4)))
     state = BinActionTokenizer(n_bins=8).fit(rng.uniform(-1, 1, (100, state_dim)))
-    vocab = vocab_for(text, image_codebook_size=16, action_vocab_size=16, state_bins=8)
-    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=vocab.size, d_model=32, n_layers=1,
+    processor = Processor({"text": text, "image": image, "action": actions, "state": state},
+                          SequenceSettings(caption_length=8, action_horizon=2, action_dim=4))
+    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=processor.vocab.size, d_model=32, n_layers=1,
                                                              n_heads=2, max_seq_len=512))
-    settings = BundleSettings(caption_length=8, image_tokens=image.num_tokens, action_tokens=8,
-                              action_horizon=2, action_dim=4, state_dim=state_dim)
-    Bundle(model, vocab, settings, text, image, actions, state).save(directory)
+    Bundle(model, processor).save(directory)
     return directory

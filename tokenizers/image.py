@@ -1,4 +1,5 @@
-"""VQ image tokenizer: a thin wrapper around `diffusers.VQModel` that maps pixels to code indices and back.
+"""Images as VQ codes: the image modality, and its tokenizer, a thin wrapper around `diffusers.VQModel` that maps
+pixels to code indices and back.
 
 Inputs may be PIL images, uint8 arrays ([H, W, 3] or [B, H, W, 3]) or float tensors in [0, 1] ([3, H, W] or
 [B, 3, H, W]). Every image is center-cropped to a square (if it is not one) and resized to `resolution` with
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from unimask.atomic import atomic_write_text
+from unimask.modality import Modality, SampleError, decode_image
 
 SETTINGS_FILE = "unimask_image_tokenizer.json"
 
@@ -105,6 +107,11 @@ class VQImageTokenizer:
         return int(self.model.config.num_vq_embeddings)
 
     @property
+    def vocab_size(self) -> int:
+        """Code ids the tokenizer emits (the modality's share of the vocabulary)."""
+        return self.codebook_size
+
+    @property
     def codebook_vectors(self) -> torch.Tensor:
         """(codebook_size, C) float copy of the quantizer's code vectors."""
         return self.model.quantize.embedding.weight.detach().float().cpu().clone()
@@ -178,3 +185,33 @@ class VQImageTokenizer:
         model = VQModel.from_pretrained(str(directory), local_files_only=True, low_cpu_mem_usage=False)
         settings = json.loads((directory / SETTINGS_FILE).read_text()) if (directory / SETTINGS_FILE).is_file() else {}
         return cls(model, resolution=settings.get("resolution"))
+
+
+class ImageModality(Modality):
+    """Images as VQ codes: the target of text to image, and an image condition read as codes."""
+
+    name = "image"
+    raw_keys = ("png", "jpg")
+    codes_key = "img_codes.npy"
+    mask_schedule = "cosine"
+    scheduler = "maskgit"
+    delimiters = ("soi", "eoi")
+
+    def load_tokenizer(self, directory: Any) -> VQImageTokenizer:
+        return VQImageTokenizer.from_pretrained(directory)
+
+    def encode(self, tokenizer: VQImageTokenizer, values: Sequence[Any], settings: Any = None) -> list[np.ndarray]:
+        codes = tokenizer.encode(list(values)).flatten(1).cpu().numpy()
+        return list(codes.astype(np.int64))
+
+    def decode(self, tokenizer: VQImageTokenizer, codes: np.ndarray, settings: Any = None) -> list:
+        return tokenizer.decode_to_pil(codes)
+
+    def read(self, raw: dict[str, bytes], meta: dict[str, Any]) -> np.ndarray:
+        return decode_image(raw.get("png") or raw["jpg"])
+
+    def check(self, value: np.ndarray, card: dict[str, Any]) -> None:
+        size = card.get("image_size")
+        if isinstance(size, list) and len(size) == 2 and tuple(value.shape[:2]) != tuple(size):
+            raise SampleError("bad_shape", f"image is {value.shape[:2]}, the dataset's images are {tuple(size)}")
+

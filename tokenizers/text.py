@@ -1,7 +1,8 @@
-"""Text tokenizers: train a byte-level BPE, or load any local Hugging Face tokenizer folder.
+"""Text: the text modality, and its tokenizers (train a byte-level BPE, or load any local Hugging Face folder).
 
-Either way the unimask special tokens (`unimask.vocab.SPECIAL_TOKENS`) are appended after the tokenizer's own
-vocabulary, in order, so their ids are exactly the vocabulary's special range. Nothing here reaches for a hub.
+Either way the unimask special tokens (`unimask.modality.SPECIAL_TOKENS`) are appended after the tokenizer's own
+vocabulary, in order, so their ids are exactly the start of the vocabulary's special range. Nothing here reaches
+for a hub.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
-from unimask.vocab import SPECIAL_TOKENS, UnifiedVocab, VocabError  # noqa: E402
+from unimask.modality import SPECIAL_TOKENS, Modality, SampleError, VocabError  # noqa: E402
 
 
 def add_special_tokens(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
@@ -73,21 +77,6 @@ def load_text_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
     return add_special_tokens(tokenizer)
 
 
-def vocab_for(tokenizer: PreTrainedTokenizerFast, image_codebook_size: int = 0, action_vocab_size: int = 0,
-              state_bins: int = 0) -> UnifiedVocab:
-    """The `UnifiedVocab` whose text and special ranges match this tokenizer."""
-    vocab = UnifiedVocab(base_text_size(tokenizer), image_codebook_size, action_vocab_size, state_bins)
-    vocab.validate_text_tokenizer(tokenizer)
-    return vocab
-
-
-def encode_text(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
-    """Token ids of `text` without any special tokens (templates add those)."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}.")
-    return tokenizer.encode(text, add_special_tokens=False)
-
-
 def decode_text(tokenizer: PreTrainedTokenizerFast, ids: Iterable[int]) -> str:
     """Decode up to the first `<|eos|>`, dropping special tokens."""
     ids = list(ids)
@@ -95,6 +84,68 @@ def decode_text(tokenizer: PreTrainedTokenizerFast, ids: Iterable[int]) -> str:
     if eos in ids:
         ids = ids[: ids.index(eos)]
     return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+@dataclass(frozen=True)
+class TextSample:
+    """The text of a shard sample: the stored `txt` and the paraphrases its json lists (captions or instructions)."""
+
+    stored: str
+    paraphrases: tuple[str, ...]
+
+    def choose(self, how: str, rng: np.random.Generator) -> str:
+        """"random": a paraphrase drawn with `rng`; "first": the canonical (first) paraphrase; "stored": `txt`."""
+        if how == "random" and len(self.paraphrases) > 1:
+            return self.paraphrases[int(rng.integers(len(self.paraphrases)))]
+        if how == "first" and self.paraphrases:
+            return self.paraphrases[0]
+        return self.stored
+
+
+class TextModality(Modality):
+    """Text: the tokenizer's own ids; a text target is padded with <eos> then <pad> to `caption_length`."""
+
+    name = "text"
+    raw_keys = ("txt",)
+    mask_schedule = "linear"
+    scheduler = "text"
+    padded = True
+    choices = ("random", "first", "stored")  # how a stream picks among a sample's paraphrases
+
+    def load_tokenizer(self, directory: Any) -> PreTrainedTokenizerFast:
+        return load_text_tokenizer(directory)
+
+    def vocab_size(self, tokenizer: Any) -> int:
+        return base_text_size(tokenizer)
+
+    def num_tokens(self, tokenizer: Any, settings: Any) -> None:
+        return None
+
+    def encode(self, tokenizer: Any, values: Sequence[str], settings: Any = None) -> list[np.ndarray]:
+        out = []
+        for text in values:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"every text must be a non-empty string, got {text!r}.")
+            special = [token for token in SPECIAL_TOKENS if token in text]
+            if special:
+                raise ValueError(f"the text {text[:60]!r} contains the special token string(s) {special}, which "
+                                 "unimask reserves for its sequence layout; remove them from the text.")
+            out.append(np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64))
+        return out
+
+    def decode(self, tokenizer: Any, codes: np.ndarray, settings: Any = None) -> list[str]:
+        return [decode_text(tokenizer, row.tolist()) for row in np.asarray(codes)]
+
+    def read(self, raw: dict[str, bytes], meta: dict[str, Any]) -> TextSample:
+        stored = raw["txt"].decode("utf-8").strip()
+        if not stored:
+            raise SampleError("missing_key", "txt is empty")
+        listed = meta.get("captions") or meta.get("instructions") or []
+        paraphrases = tuple(t for t in listed if isinstance(t, str) and t.strip()) or (stored,)
+        return TextSample(stored, paraphrases)
+
+    def select(self, value: TextSample, how: str, rng: np.random.Generator) -> str:
+        return value.choose(how, rng)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -74,12 +74,6 @@ def latest_tag(directory: str | Path) -> str | None:
     return tag
 
 
-def _crash_point(step: int) -> None:
-    # Fault injection for the crash-during-save test: the process dies after writing the shards, before the marker.
-    if os.environ.get("UNIMASK_KILL_DURING_SAVE") == str(step):
-        os.kill(os.getpid(), 9)
-
-
 class TorchEngine:
     def __init__(self, model: torch.nn.Module, optimizer, scheduler, grad_clip: float, grad_accum: int, world: int,
                  device: torch.device):
@@ -119,7 +113,6 @@ class TorchEngine:
             from unimask.atomic import atomic_write
 
             atomic_write(directory / tag / "state.pt", lambda tmp: torch.save(state, tmp))
-            _crash_point(client_state["step"])
             _write_marker(directory, tag, client_state, keep_last)
         dist.barrier()
 
@@ -168,7 +161,6 @@ class DeepSpeedEngine:
         self.engine.save_checkpoint(str(directory), tag=tag, client_state=client_state, save_latest=False)
         dist.barrier()
         if dist.get_rank() == 0:
-            _crash_point(client_state["step"])
             _write_marker(directory, tag, client_state, keep_last)
         dist.barrier()
 

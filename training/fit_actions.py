@@ -18,8 +18,8 @@ import numpy as np
 from unimask.atomic import atomic_write_text
 from unimask.tokenizers.action import (NORM_MODES, PAD_MODES, ActionClippingWarning, ActionTokenizerError,
                                        BinActionTokenizer, FASTActionTokenizer, chunk_episodes)
-from unimask.training.data.format import decode_npy
-from unimask.training.data.loader import read_raw, resolve_shards
+from unimask.modality import decode_npy
+from unimask.training.data.format import read_raw, resolve_shards
 
 KINDS = {"bins": BinActionTokenizer, "fast": FASTActionTokenizer}
 
@@ -139,7 +139,7 @@ def run_fit_actions(args: argparse.Namespace) -> int:
     atomic_write_text(Path(out) / "fit_summary.json", json.dumps(summary, indent=2))
 
     print(f"fitted a {tokenizer.kind} action tokenizer on {len(episodes)} episodes, {len(chunks)} chunks of "
-          f"{args.horizon} x {tokenizer.action_dim}; vocab_size (UnifiedVocab.action_vocab_size) = "
+          f"{args.horizon} x {tokenizer.action_dim}; vocab_size (its share of the unified vocabulary) = "
           f"{tokenizer.vocab_size}")
     print(f"{'dim':>4} {'low':>11} {'high':>11} {'max|err|':>10} {'rms err':>10}")
     for d in range(tokenizer.action_dim):

@@ -9,9 +9,8 @@ included: they depend on batch size and sequence length.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-
-from unimask.model import MaskedDiffusionConfig
 
 
 def per_rank_bytes(params: int, stage: int, world: int, bf16: bool) -> dict[str, float]:
@@ -22,22 +21,16 @@ def per_rank_bytes(params: int, stage: int, world: int, bf16: bool) -> dict[str,
 
 
 def _vocab_size(config) -> tuple[int, str]:
-    t = config.tokenizers
-    if t.text and Path(t.text).is_dir():
-        from unimask.training.trainer import load_tokenizers, vocab_from_parts
+    if all(Path(folder).is_dir() for folder in config.tokenizers.values()) and config.tokenizers:
+        from unimask.processor import Processor
 
-        return vocab_from_parts(load_tokenizers(config)).size, "from the tokenizers"
+        return Processor.from_folders(config.tokenizers, config.sequence).vocab.size, "from the tokenizers"
     return 50_000, "assumed (tokenizer folders not found here)"
 
 
 def print_estimate(config, world: int) -> None:
     vocab_size, source = _vocab_size(config)
-    m = config.model
-    model_config = MaskedDiffusionConfig(vocab_size=vocab_size, d_model=m.d_model, n_layers=m.n_layers,
-                                         n_heads=m.n_heads, n_kv_heads=m.n_kv_heads, ffn_hidden=m.ffn_hidden,
-                                         max_seq_len=m.max_seq_len, attention=m.attention,
-                                         tie_embeddings=m.tie_embeddings)
-    params = model_config.num_parameters()
+    params = replace(config.model, vocab_size=vocab_size).num_parameters()
     stage = 0
     if config.train.deepspeed and Path(config.train.deepspeed).is_file():
         stage = int(json.loads(Path(config.train.deepspeed).read_text()).get("zero_optimization", {}).get("stage", 0))

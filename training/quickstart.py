@@ -64,7 +64,7 @@ def _texts_of(dataset: Path, task: str) -> list[str]:
 
     texts: list[str] = []
     for sample in iterate_samples(dataset, split="train", task=task):
-        texts += sample["texts"] or [sample["text"]]
+        texts += sample["text"].paraphrases
     return texts
 
 
@@ -74,9 +74,9 @@ def _fit_action_tokenizers(mt10: Path, out: Path) -> dict[str, Any]:
 
     chunks, valid, states = [], [], []
     for sample in iterate_samples(mt10, split="train", task="vla"):
-        chunks.append(sample["actions"])
-        steps = sample["valid_steps"] or len(sample["actions"])
-        valid.append(np.arange(len(sample["actions"])) < steps)
+        chunks.append(sample["action"])
+        steps = sample["meta"].get("valid_steps", len(sample["action"]))
+        valid.append(np.arange(len(sample["action"])) < steps)
         states.append(sample["state"])
     chunks, valid = np.stack(chunks), np.stack(valid)
     # The gripper (last dimension) is already in [-1, 1]: keep it out of the normalisation.
@@ -91,7 +91,8 @@ def _fit_action_tokenizers(mt10: Path, out: Path) -> dict[str, Any]:
 def train_config(out: Path, plan: QuickstartPlan) -> dict[str, Any]:
     data = out / "data"
     return {
-        "model": {**plan.model, "attention": "prefix", "image_embedding_init": "codebook"},
+        "model": {**plan.model, "attention": "prefix"},
+        "init": {"codebook_embeddings": ["image"]},
         "tokenizers": {"text": str(out / "tokenizers" / "text"), "image": str(out / "tokenizers" / "vq" / "tokenizer"),
                        "action": str(out / "tokenizers" / "actions"), "state": str(out / "tokenizers" / "state")},
         "sequence": {"caption_length": 24, "max_condition_text": 24, "action_horizon": 8, "action_dim": 4},
@@ -157,16 +158,15 @@ def run_quickstart(out: str | Path, mode: str = "quick") -> dict[str, Any]:
     runner.run("tokenizer-actions", lambda: _fit_action_tokenizers(data / "mt10", tok), tok / "actions")
 
     def pretokenize() -> dict[str, Any]:
-        from unimask.tokenizers.action import load_action_tokenizer
-        from unimask.tokenizers.image import VQImageTokenizer
+        from unimask.registry import get_modality
         from unimask.training.data.pretokenize import pretokenize_shards
 
-        vq_tokenizer = VQImageTokenizer.from_pretrained(tok / "vq" / "tokenizer")
-        actions = load_action_tokenizer(tok / "actions")
+        vq_tokenizer = get_modality("image").load_tokenizer(tok / "vq" / "tokenizer")
+        actions = get_modality("action").load_tokenizer(tok / "actions")
         counts = {}
         for name in ("digits", "shapes", "mt10"):
-            card = pretokenize_shards(data / name, data / f"{name}-tok", image_tokenizer=vq_tokenizer,
-                                      action_tokenizer=actions if name == "mt10" else None)
+            tokenizers = {"image": vq_tokenizer, **({"action": actions} if name == "mt10" else {})}
+            card = pretokenize_shards(data / name, data / f"{name}-tok", tokenizers)
             counts[name] = _counts(card)
         return counts
 

@@ -1,48 +1,32 @@
-"""The YAML schema of `unimask train --config configs/<name>.yaml`. Unknown keys raise with their dotted path."""
+"""The YAML schema of `unimask train --config configs/<name>.yaml`. Unknown keys raise with their dotted path; a key
+that was renamed raises naming its new path (`RENAMED`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from unimask.masking import MaskingConfig
+from unimask.model import MaskedDiffusionConfig
+from unimask.processor import SequenceSettings
 from unimask.training.data.loader import DataConfig
 
+# Old dotted key -> (new dotted key, how to write the old value under the new key).
+RENAMED = {
+    "model.init_from": ("init.causal_lm", "the same folder"),
+    "model.image_embedding_init": ("init.codebook_embeddings", "`codebook` becomes [image]"),
+    "tokenizers.action_length": ("sequence.action_length", "the same number"),
+}
+
 
 @dataclass
-class ModelSection:
-    d_model: int = 256  # width of the residual stream
-    n_layers: int = 4  # Transformer blocks
-    n_heads: int = 4  # query heads
-    n_kv_heads: int | None = None  # key/value heads (None: n_heads)
-    ffn_hidden: int | None = None  # SwiGLU width (None: 8/3 d_model rounded to 64)
-    max_seq_len: int = 512  # longest sequence
-    attention: str = "prefix"  # "prefix" (exact prefix cache) or "full"
-    dropout: float = 0.0  # dropout in attention and residual branches
-    tie_embeddings: bool = True  # share input embedding and output projection
-    init_from: str = ""  # a local Llama-style causal LM folder to start from (AR-init); "" starts from scratch
-    image_embedding_init: str = "normal"  # "normal", or "codebook": image-code rows start from the VQ codebook
+class InitSection:
+    causal_lm: str = ""  # a local Llama-style causal LM folder to start from (AR-init); "" starts from scratch
+    codebook_embeddings: list[str] = field(default_factory=list)  # modalities whose rows start from their codebook
 
     def __post_init__(self) -> None:
-        if self.image_embedding_init not in ("normal", "codebook"):
-            raise ValueError(f"model.image_embedding_init must be 'normal' or 'codebook', "
-                             f"got {self.image_embedding_init!r}.")
-
-
-@dataclass
-class TokenizerSection:
-    text: str = ""  # text tokenizer folder (unimask train-text-tokenizer, or any HF fast tokenizer)
-    image: str = ""  # VQImageTokenizer folder ("" if the model uses no images)
-    action: str = ""  # action tokenizer folder ("" if the model writes no actions)
-    state: str = ""  # state BinActionTokenizer folder ("" if no proprioceptive state tokens)
-    action_length: int | None = None  # FAST only: fixed number of action codes per chunk
-
-
-@dataclass
-class SequenceSection:
-    caption_length: int = 32  # fixed text target length (caption + <eos> + <pad>s)
-    max_condition_text: int = 64  # longest prompt/instruction in tokens
-    action_horizon: int = 8  # action steps per chunk
-    action_dim: int = 4  # action dimensions
+        if self.causal_lm and self.codebook_embeddings:
+            raise ValueError(f"init.causal_lm ({self.causal_lm}) and init.codebook_embeddings "
+                             f"({self.codebook_embeddings}) both set the embeddings; choose one.")
 
 
 @dataclass
@@ -74,9 +58,10 @@ class TrainSection:
 
 @dataclass
 class TrainConfig:
-    model: ModelSection = field(default_factory=ModelSection)  # architecture
-    tokenizers: TokenizerSection = field(default_factory=TokenizerSection)  # tokenizer folders
-    sequence: SequenceSection = field(default_factory=SequenceSection)  # template lengths
+    model: MaskedDiffusionConfig = field(default_factory=MaskedDiffusionConfig)  # architecture (vocab from tokenizers)
+    init: InitSection = field(default_factory=InitSection)  # where the weights start
+    tokenizers: dict[str, str] = field(default_factory=dict)  # modality -> tokenizer folder (text, image, action, ...)
+    sequence: SequenceSettings = field(default_factory=SequenceSettings)  # template lengths
     data: DataConfig = field(default_factory=DataConfig)  # streams, batch size, workers
     masking: MaskingConfig = field(default_factory=MaskingConfig)  # forward process and loss weights
     optim: OptimSection = field(default_factory=OptimSection)  # optimizer and schedule

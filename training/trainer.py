@@ -17,7 +17,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,60 +25,38 @@ import numpy as np
 import torch
 
 from unimask.atomic import atomic_write_text
-from unimask.bundle import Bundle, BundleSettings
+from unimask.bundle import Bundle
 from unimask.config import load_config, save_config
-from unimask.masking import diffusion_loss, forward_process
+from unimask.masking import train_step
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
-from unimask.training.engines import (DeepSpeedEngine, TorchEngine, deepspeed_config, init_distributed,
-                                          latest_tag)
+from unimask.processor import Processor
+from unimask.training.engines import DeepSpeedEngine, TorchEngine, deepspeed_config, init_distributed, latest_tag
 from unimask.training.train_config import TrainConfig
-from unimask.vocab import Modality
 
 
-def load_tokenizers(config: TrainConfig) -> dict[str, Any]:
-    """The tokenizers named by the config (missing optional ones are None)."""
-    from unimask.tokenizers.text import load_text_tokenizer
-
-    t = config.tokenizers
-    if not t.text:
-        raise ValueError("tokenizers.text must name a text tokenizer folder.")
-    parts: dict[str, Any] = {"text_tokenizer": load_text_tokenizer(t.text), "image_tokenizer": None,
-                             "action_tokenizer": None, "state_tokenizer": None}
-    if t.image:
-        from unimask.tokenizers.image import VQImageTokenizer
-
-        parts["image_tokenizer"] = VQImageTokenizer.from_pretrained(t.image)
-    if t.action or t.state:
-        from unimask.tokenizers.action import load_action_tokenizer
-
-        if t.action:
-            parts["action_tokenizer"] = load_action_tokenizer(t.action)
-        if t.state:
-            parts["state_tokenizer"] = load_action_tokenizer(t.state)
-    return parts
+def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedDiffusionTransformer:
+    """The model of a train config, sized to the processor's vocabulary and initialised as `init` says."""
+    vocab = processor.vocab
+    model_config = replace(config.model, vocab_size=vocab.size)
+    if config.model.vocab_size not in (0, vocab.size):
+        raise ValueError(f"model.vocab_size is {config.model.vocab_size} but the tokenizers make a vocabulary of "
+                         f"{vocab.size}; leave model.vocab_size out (it is taken from the tokenizers).")
+    if config.init.causal_lm:
+        return MaskedDiffusionTransformer.from_causal_lm(config.init.causal_lm, vocab.size, attention=model_config.attention,
+                                                         max_seq_len=model_config.max_seq_len, seed=seed)
+    model = MaskedDiffusionTransformer(model_config)
+    for name in config.init.codebook_embeddings:
+        vectors = getattr(processor.tokenizers.get(name), "codebook_vectors", None)
+        if vectors is None:
+            raise ValueError(f"init.codebook_embeddings names {name!r}, whose tokenizer has no codebook (give a "
+                             "modality with a VQ tokenizer, e.g. image).")
+        model.init_embedding_rows(vocab.range_of(name)[0], vectors, seed=seed)
+    return model
 
 
-def vocab_from_parts(parts: dict[str, Any]):
-    """The UnifiedVocab matching a set of tokenizers (absent ones contribute no ids)."""
-    from unimask.tokenizers.text import vocab_for
-
-    size = lambda name, attr: getattr(parts[name], attr) if parts[name] is not None else 0  # noqa: E731
-    return vocab_for(parts["text_tokenizer"], size("image_tokenizer", "codebook_size"),
-                     size("action_tokenizer", "vocab_size"), size("state_tokenizer", "vocab_size"))
-
-
-def bundle_settings(config: TrainConfig, parts: dict[str, Any]) -> BundleSettings:
-    s, image, action, state = config.sequence, parts["image_tokenizer"], parts["action_tokenizer"], parts["state_tokenizer"]
-    if action is not None and hasattr(action, "pad_code"):
-        if not config.tokenizers.action_length:
-            raise ValueError("a FAST action tokenizer needs tokenizers.action_length (codes per chunk).")
-        action_tokens = config.tokenizers.action_length
-    else:
-        action_tokens = s.action_horizon * s.action_dim
-    state_dim = int(len(state.normalizer.low)) if state is not None else 0
-    return BundleSettings(caption_length=s.caption_length, image_tokens=image.num_tokens if image else 0,
-                          action_tokens=action_tokens, action_horizon=s.action_horizon, action_dim=s.action_dim,
-                          state_dim=state_dim, max_condition_text=s.max_condition_text)
+def mask_schedules(config: TrainConfig, vocab) -> dict[str, str]:
+    """The mask schedule each modality of the vocabulary trains with (recorded in the bundle)."""
+    return {name: config.masking.schedule_of(name) for name in ("text", *(n for n, _ in vocab.modalities))}
 
 
 def _numpy_state() -> list:
@@ -103,7 +81,7 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
 
 class Trainer:
     def __init__(self, config: TrainConfig):
-        from unimask.training.data.loader import Tokenizers, make_loader
+        from unimask.training.data.loader import make_loader
 
         self.config = config
         tc = config.train
@@ -114,28 +92,11 @@ class Trainer:
         self.out = Path(tc.out)
         self.checkpoints = self.out / "checkpoints"
 
-        self.parts = load_tokenizers(config)
-        self.vocab = vocab_from_parts(self.parts)
-        self.settings = bundle_settings(config, self.parts)
-        self.builder = self.settings.builder(self.vocab)
+        self.processor = Processor.from_folders(config.tokenizers, config.sequence)
+        self.vocab = self.processor.vocab
 
         torch.manual_seed(tc.seed)
-        m = config.model
-        if m.init_from:
-            model = MaskedDiffusionTransformer.from_causal_lm(m.init_from, self.vocab.size, attention=m.attention,
-                                                              max_seq_len=m.max_seq_len, seed=tc.seed)
-        else:
-            model = MaskedDiffusionTransformer(MaskedDiffusionConfig(
-                vocab_size=self.vocab.size, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
-                n_kv_heads=m.n_kv_heads, ffn_hidden=m.ffn_hidden, max_seq_len=m.max_seq_len,
-                attention=m.attention, dropout=m.dropout, tie_embeddings=m.tie_embeddings))
-        if m.image_embedding_init == "codebook":
-            image_tokenizer = self.parts["image_tokenizer"]
-            if image_tokenizer is None:
-                raise ValueError("model.image_embedding_init='codebook' needs tokenizers.image (a VQ tokenizer).")
-            model.init_embedding_rows(self.vocab.range_of(Modality.IMAGE)[0], image_tokenizer.codebook_vectors,
-                                      seed=tc.seed)
-        model.to(self.device)
+        model = build_model(config, self.processor, tc.seed).to(self.device)
         o = config.optim
         decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -150,11 +111,7 @@ class Trainer:
             self.engine = TorchEngine(model, optimizer, scheduler, o.grad_clip, o.grad_accum, self.world, self.device)
         self.ema = ({k: v.detach().clone().float() for k, v in model.state_dict().items()} if o.ema > 0 else None)
 
-        tokenizers = Tokenizers(text=self.parts["text_tokenizer"], image=self.parts["image_tokenizer"],
-                                action=self.parts["action_tokenizer"],
-                                action_length=config.tokenizers.action_length,
-                                state=self.parts["state_tokenizer"].encode if self.parts["state_tokenizer"] else None)
-        self.loader = make_loader(config.data, self.builder, tokenizers, rank=self.rank, world_size=self.world)
+        self.loader = make_loader(config.data, self.processor, rank=self.rank, world_size=self.world)
         self.masking_generator = torch.Generator(device=self.device).manual_seed(tc.seed * 1000 + self.rank)
         self.step = 0
         self.consumed = 0
@@ -165,7 +122,6 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(config, self.out / "config.yaml")
             self.vocab.save(self.out)
-            atomic_write_text(self.out / "unimask.json", json.dumps(asdict(self.settings), indent=2))
             atomic_write_text(self.out / "model_config.json", json.dumps(asdict(model.config), indent=2))
         self._resume()
 
@@ -205,16 +161,10 @@ class Trainer:
 
     # ----- training -----------------------------------------------------------------------------------------------
     def train_step(self, batch) -> dict[str, float]:
-        """One optimizer step over `grad_accum` micro-batches; returns the logged metrics."""
-        model = self.engine
+        """One micro-batch (an optimizer step at the `grad_accum` boundary); returns the logged metrics."""
         batch = batch.to(self.device)
-        noisy = forward_process(batch, self.vocab, self.config.masking, self.masking_generator)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = model(noisy.input_ids, segment_ids=noisy.clean.segment_ids,
-                           position_ids=noisy.clean.position_ids).logits
-        result = diffusion_loss(logits, noisy, self.vocab, self.config.masking.task_weights)
-        self.engine.backward(result.loss)
-        stepped = self.engine.step()
+        result, stepped = train_step(self.engine, batch, self.vocab, self.config.masking, self.masking_generator,
+                                     torch.bfloat16 if self.bf16 else None)
         if stepped and self.ema is not None:
             decay = self.config.optim.ema
             with torch.no_grad():
@@ -285,11 +235,11 @@ class Trainer:
 
         from unimask.pipeline import UnifiedPipeline
 
-        if self.parts["image_tokenizer"] is None or getattr(self.engine, "stage", 0) == 3:
+        if not self.vocab.has("image") or getattr(self.engine, "stage", 0) == 3:
             return None
         model = self.engine.module
         model.eval()
-        pipe = UnifiedPipeline(Bundle(model, self.vocab, self.settings, **self.parts), device=self.device)
+        pipe = UnifiedPipeline(self.bundle(model), device=self.device)
         images = pipe.text_to_image(list(self.SAMPLE_PROMPTS), steps=12, seed=0)
         captions = pipe.caption(images)
         model.train()
@@ -318,8 +268,10 @@ class Trainer:
         if use_ema and self.ema is not None:
             state = {k: v.to(state[k].dtype) for k, v in self.ema.items()}
         model.load_state_dict(state)
-        bundle = Bundle(model.eval(), self.vocab, self.settings, **self.parts)
-        return bundle.save(directory)
+        return self.bundle(model.eval()).save(directory)
+
+    def bundle(self, model: MaskedDiffusionTransformer) -> Bundle:
+        return Bundle(model, self.processor, mask_schedules(self.config, self.vocab))
 
 
 def export_checkpoint(run: str | Path, out: str | Path) -> Path:
@@ -337,13 +289,12 @@ def export_checkpoint(run: str | Path, out: str | Path) -> Path:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag)
-    parts = load_tokenizers(config)
-    vocab = vocab_from_parts(parts)
+    processor = Processor.from_folders(config.tokenizers, config.sequence)
     model = MaskedDiffusionTransformer(MaskedDiffusionConfig(**json.loads((run / "model_config.json").read_text())))
     if "lm_head.weight" not in state and model.config.tie_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     model.load_state_dict(state)
-    return Bundle(model.eval(), vocab, bundle_settings(config, parts), **parts).save(out)
+    return Bundle(model.eval(), processor, mask_schedules(config, processor.vocab)).save(out)
 
 
 # ----- command line -----------------------------------------------------------------------------------------------

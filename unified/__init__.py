@@ -9,9 +9,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __version__ = "0.1.0"
 
+from .modality import Modality, Segment, TaskTemplate, VocabError  # noqa: E402
 from .model import MaskedDiffusionConfig, MaskedDiffusionOutput, MaskedDiffusionTransformer, PrefixCache  # noqa: E402
+from .registry import get_modality, get_task, register_modality, register_task  # noqa: E402
 from .sequence import SequenceBatch, SequenceBuilder, TokenSequence, collate  # noqa: E402
-from .vocab import Modality, UnifiedVocab, VocabError  # noqa: E402
+from .vocab import UnifiedVocab  # noqa: E402
 
 __all__ = [
     "MaskedDiffusionConfig",
@@ -19,13 +21,19 @@ __all__ = [
     "MaskedDiffusionTransformer",
     "Modality",
     "PrefixCache",
+    "Segment",
     "SequenceBatch",
     "SequenceBuilder",
+    "TaskTemplate",
     "TokenSequence",
     "UnifiedPipeline",
     "UnifiedVocab",
     "VocabError",
     "collate",
+    "get_modality",
+    "get_task",
+    "register_modality",
+    "register_task",
 ]
 
 

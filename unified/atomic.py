@@ -1,11 +1,13 @@
-"""Atomic file writes: a crash mid-save never leaves a half-written file under the final name."""
+"""Files of a checkpoint: atomic writes (a crash mid-save never leaves a half-written file under the final name) and
+JSON reads whose errors name the file."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -28,3 +30,15 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_json(path: str | Path, error: type[Exception] = ValueError, what: str = "") -> Any:
+    """The JSON value in `path`; a missing or invalid file raises `error` naming the file (and `what` it should be)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path.name} at {path.parent}{'; ' + what if what else ''}.")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{path} is not valid JSON ({err}); the file is damaged or not {what or 'what unimask wrote'}.") \
+            from None

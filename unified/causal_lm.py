@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from .model import MaskedDiffusionTransformer
 
 SUPPORTED_MODEL_TYPES = ("llama",)
 
@@ -29,12 +26,11 @@ def _rope_theta(config) -> float:
     return float(theta)
 
 
-def build_from_causal_lm(cls, hf_directory: str | Path, vocab_size: int, attention: str = "prefix",
-                         max_seq_len: int | None = None, seed: int = 0) -> "MaskedDiffusionTransformer":
+def build_from_causal_lm(cls: Any, hf_directory: str | Path, vocab_size: int, attention: str = "prefix",
+                         max_seq_len: int | None = None, seed: int = 0) -> Any:
+    """A `cls` model (MaskedDiffusionTransformer) whose weights come from a local Llama-style causal LM folder."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from .model import MaskedDiffusionConfig
 
     hf_directory = Path(hf_directory)
     if not (hf_directory / "config.json").is_file():
@@ -51,7 +47,7 @@ def build_from_causal_lm(cls, hf_directory: str | Path, vocab_size: int, attenti
     if vocab_size < lm_vocab:
         raise ValueError(f"`vocab_size` ({vocab_size}) must be >= the causal LM's vocabulary ({lm_vocab}): "
                          "the unified vocabulary extends the LM's, it cannot shrink it.")
-    config = MaskedDiffusionConfig(
+    config = cls.config_class(
         vocab_size=vocab_size,
         d_model=hf_config.hidden_size,
         n_layers=hf_config.num_hidden_layers,

@@ -111,15 +111,33 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def check_renamed(data: dict[str, Any], renamed: dict[str, tuple[str, str]]) -> None:
+    """Raise `ConfigError` naming the new key for any renamed key (`{old: (new, how the value carries over)}`)."""
+    for old, (new, how) in renamed.items():
+        node: Any = data
+        for part in old.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            raise ConfigError(f"config key {old} was renamed to {new} ({how}); write {new}: ... instead.")
+
+
+_MISSING = object()
+
+
 def load_config(path: str | Path, cls: type[T], overrides: list[str] | None = None) -> T:
-    """Read a YAML file into dataclass `cls`, after applying dotted `key=value` overrides."""
+    """Read a YAML file into dataclass `cls`, after applying dotted `key=value` overrides. A `RENAMED` table in the
+    module of `cls` makes old keys fail with their new name."""
+    import sys
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist.")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a YAML mapping at the top level, got {type(data).__name__}.")
-    return from_dict(cls, apply_overrides(data, overrides or []))
+    data = apply_overrides(data, overrides or [])
+    check_renamed(data, getattr(sys.modules[cls.__module__], "RENAMED", {}))
+    return from_dict(cls, data)
 
 
 def save_config(config: Any, path: str | Path) -> None:

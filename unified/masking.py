@@ -2,22 +2,27 @@
 
 Training draws one time t in (eps, 1) per sequence, stratified across the batch so a batch always covers the
 noise levels evenly (MDLM's antithetic sampling). Each target payload token is replaced by [MASK] independently with
-probability p = schedule(t), where the schedule depends on the token's modality (linear for text as in LLaDA, cosine
-for image codes as in MaskGIT). The loss is the cross entropy on masked positions weighted by 1/p (the ELBO weight of
-LLaDA/MDLM), summed and divided by the number of target tokens.
+probability p = schedule(t), where the schedule depends on the token's modality (each registered modality names its
+default: linear for text as in LLaDA, cosine for image codes as in MaskGIT; `MaskingConfig.schedules` overrides
+them). The loss is the cross entropy on masked positions weighted by 1/p (the ELBO weight of LLaDA/MDLM), summed and
+divided by the number of target tokens.
+
+`train_step` is the one training step every loop shares (the trainer, the benchmarks, the tests): forward process,
+model, loss, then the engine's backward and optimizer step.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from .registry import get_modality, modalities
 from .sequence import SequenceBatch
-from .vocab import Modality, UnifiedVocab
+from .vocab import UnifiedVocab
 
 MaskSchedule = Callable[[torch.Tensor], torch.Tensor]
 MASK_SCHEDULES: dict[str, MaskSchedule] = {}
@@ -56,13 +61,9 @@ def get_mask_schedule(name: str) -> MaskSchedule:
     return MASK_SCHEDULES[name]
 
 
-def _default_schedules() -> dict[str, str]:
-    return {"text": "linear", "image": "cosine", "action": "linear", "state": "linear"}
-
-
 @dataclass
 class MaskingConfig:
-    schedules: dict[str, str] = field(default_factory=_default_schedules)  # modality name -> mask schedule name
+    schedules: dict[str, str] = field(default_factory=dict)  # modality -> mask schedule; unset: the modality's own
     eps: float = 1e-3  # t is drawn from (eps, 1) so the 1/p weight stays bounded
     p_uncond: float = 0.1  # probability that a conditional sequence's condition is replaced by [MASK] (for CFG)
     complementary: bool = False  # also train on the complement of each mask, so every target token is supervised
@@ -74,9 +75,13 @@ class MaskingConfig:
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"`p_uncond` must be in [0, 1), got {self.p_uncond}.")
         for modality, name in self.schedules.items():
-            if modality not in ("text", "image", "action", "state"):
-                raise ValueError(f"`schedules` has unknown modality {modality!r}; use text, image, action or state.")
+            if modality not in modalities():
+                raise ValueError(f"`schedules` has unknown modality {modality!r}; registered: {sorted(modalities())}.")
             get_mask_schedule(name)
+
+    def schedule_of(self, modality: str) -> str:
+        """The mask schedule a target of `modality` trains with."""
+        return self.schedules.get(modality) or get_modality(modality).mask_schedule
 
 
 @dataclass
@@ -107,25 +112,16 @@ def stratified_times(batch_size: int, eps: float, generator: torch.Generator | N
     return eps + (1 - eps) * (strata + u) / batch_size
 
 
-def mask_probabilities(batch: SequenceBatch, t: torch.Tensor, config: MaskingConfig) -> torch.Tensor:
+def mask_probabilities(batch: SequenceBatch, t: torch.Tensor, vocab: UnifiedVocab, config: MaskingConfig
+                       ) -> torch.Tensor:
     """(B, L) float: schedule_{modality}(t_row) at target payload positions, 0 elsewhere."""
     p = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=batch.input_ids.device)
-    names = {**_default_schedules(), **config.schedules}
     target = batch.target_mask
-    for modality in (Modality.TEXT, Modality.IMAGE, Modality.ACTION, Modality.STATE):
-        where = target & (batch.modality_ids == int(modality))
-        if bool(where.any()):
-            p_row = get_mask_schedule(names[modality.name.lower()])(t.float())  # (B,)
-            p = torch.where(where, p_row[:, None].expand_as(p), p)
+    for index in torch.unique(batch.modality_ids[target]).tolist():
+        where = target & (batch.modality_ids == index)
+        p_row = get_mask_schedule(config.schedule_of(vocab.modality_names[index]))(t.float())  # (B,)
+        p = torch.where(where, p_row[:, None].expand_as(p), p)
     return p
-
-
-def _double(batch: SequenceBatch) -> SequenceBatch:
-    def twice(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, x], dim=0)
-
-    return SequenceBatch(twice(batch.input_ids), twice(batch.segment_ids), twice(batch.content_mask),
-                         twice(batch.modality_ids), twice(batch.position_ids), batch.tasks + batch.tasks)
 
 
 def forward_process(batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingConfig,
@@ -134,13 +130,13 @@ def forward_process(batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingCo
     device = batch.input_ids.device
     rows = len(batch)
     t = stratified_times(rows, config.eps, generator, device)
-    p = mask_probabilities(batch, t, config)
+    p = mask_probabilities(batch, t, vocab, config)
     target = batch.target_mask
     masked = target & (torch.rand(p.shape, generator=generator, device=device) < p)
     has_condition = batch.condition_mask.any(dim=1)
     dropped = has_condition & (torch.rand(rows, generator=generator, device=device) < config.p_uncond)
     if config.complementary:
-        batch = _double(batch)
+        batch = batch.repeat(2)
         complement = target & ~masked
         masked = torch.cat([masked, complement], dim=0)
         # The complement row is a draw of masking with probability 1 - p; clamp keeps its weight finite at p -> 1.
@@ -155,16 +151,15 @@ def forward_process(batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingCo
 
 def modality_logit_bias(vocab: UnifiedVocab, device: torch.device | str | None = None,
                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(num_modalities, V): 0 where a target of that modality may take the id, -inf elsewhere.
-
-    Rows for modalities the vocabulary lacks (or that are never targets) allow everything but [MASK].
-    """
-    bias = torch.zeros(len(Modality), vocab.size, dtype=dtype, device=device)
+    """(number of modality indices, V): 0 where a target of that modality may take the id, -inf elsewhere (a padded
+    modality, text, may also end with <eos> and <pad>). The special and mask rows allow everything but [MASK]."""
+    bias = torch.zeros(len(vocab.modality_names), vocab.size, dtype=dtype, device=device)
     bias[:, vocab.mask_id] = float("-inf")
-    for modality in (Modality.TEXT, Modality.IMAGE, Modality.ACTION, Modality.STATE):
-        start, stop = vocab.range_of(modality)
-        if stop > start:
-            bias[modality] = torch.where(vocab.allowed_mask(modality, device=device), 0.0, float("-inf"))
+    for index, name in enumerate(vocab.modality_names):
+        if name in ("special", "mask"):
+            continue
+        extra = ("eos", "pad") if get_modality(name).padded else ()
+        bias[index] = torch.where(vocab.allowed_mask(name, extra, device=device), 0.0, float("-inf"))
     return bias
 
 
@@ -200,3 +195,25 @@ def diffusion_loss(logits: torch.Tensor, masked_batch: MaskedBatch, vocab: Unifi
         if n:
             per_task[task] = float(unweighted[row_is_task[rows]].sum()) / n
     return DiffusionLoss(loss, per_task, int(masked.sum()), num_targets)
+
+
+def diffusion_step(model: Any, batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingConfig,
+                   generator: torch.Generator | None = None, autocast: torch.dtype | None = None) -> DiffusionLoss:
+    """Forward process, model, ELBO loss on one batch (no backward); `model` is the network or an engine wrapping it."""
+    noisy = forward_process(batch, vocab, config, generator)
+    device = noisy.input_ids.device
+    with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        logits = model(noisy.input_ids, segment_ids=noisy.clean.segment_ids, position_ids=noisy.clean.position_ids,
+                       features=noisy.clean.features).logits
+    return diffusion_loss(logits, noisy, vocab, config.task_weights)
+
+
+def train_step(engine: Any, batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingConfig,
+               generator: torch.Generator | None = None, autocast: torch.dtype | None = None
+               ) -> tuple[DiffusionLoss, bool]:
+    """One micro-batch: `diffusion_step`, then `engine.backward(loss)` and `engine.step()` (which steps the optimizer
+    at the accumulation boundary and says whether it did). `engine` is a `unimask.training.engines` engine."""
+    result = diffusion_step(engine, batch, vocab, config, generator, autocast)
+    engine.backward(result.loss)
+    return result, engine.step()
+

@@ -32,7 +32,7 @@ WEIGHTS_FILE = "model.safetensors"
 
 @dataclass
 class MaskedDiffusionConfig:
-    vocab_size: int  # total ids of the UnifiedVocab (text + special + image + action + state + [MASK])
+    vocab_size: int = 0  # total ids of the UnifiedVocab; 0 in a train config: set from the tokenizers
     d_model: int = 256  # width of the residual stream
     n_layers: int = 4  # number of Transformer blocks
     n_heads: int = 4  # attention heads for queries
@@ -51,8 +51,8 @@ class MaskedDiffusionConfig:
             self.n_kv_heads = self.n_heads
         if self.ffn_hidden is None:
             self.ffn_hidden = 64 * math.ceil(8 * self.d_model / 3 / 64)
-        if self.vocab_size < 2:
-            raise ValueError(f"`vocab_size` must be >= 2, got {self.vocab_size}.")
+        if not isinstance(self.vocab_size, int) or self.vocab_size < 0 or self.vocab_size == 1:
+            raise ValueError(f"`vocab_size` must be >= 2 (or 0: from the tokenizers), got {self.vocab_size}.")
         if self.d_model % self.n_heads:
             raise ValueError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads}).")
         if (self.d_model // self.n_heads) % 2:
@@ -207,6 +207,9 @@ class MaskedDiffusionTransformer(nn.Module):
 
     def __init__(self, config: MaskedDiffusionConfig):
         super().__init__()
+        if config.vocab_size < 2:
+            raise ValueError("the model config has no vocabulary size yet; set `vocab_size` to the vocabulary's "
+                             "(`dataclasses.replace(config, vocab_size=vocab.size)`).")
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
@@ -261,6 +264,7 @@ class MaskedDiffusionTransformer(nn.Module):
         prefix_cache: PrefixCache | None = None,
         return_prefix_cache: bool = False,
         output_hidden_states: bool = False,
+        features: dict[str, torch.Tensor] | None = None,
     ) -> MaskedDiffusionOutput:
         """Logits for every position.
 
@@ -270,7 +274,10 @@ class MaskedDiffusionTransformer(nn.Module):
         position_ids: (B, L); None means 0..L-1 after any prefix cache.
         prefix_cache: keys/values of the condition computed earlier (`return_prefix_cache=True` on a forward over
         the condition alone); `input_ids` then hold only the target segment.
+        features: continuous inputs by modality (the batch's `features`); this model has no encoder for any.
         """
+        if features:
+            raise ValueError(f"this model has no encoder for the continuous inputs {sorted(features)}.")
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"`input_ids` must be a non-empty (batch, length) tensor, got shape {tuple(input_ids.shape)}.")
         B, L = input_ids.shape

@@ -64,6 +64,9 @@ def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: Uni
         unconditional = ids.masked_fill(batch.condition_mask, vocab.mask_id)
         ids = torch.cat([ids, unconditional])
         segments, positions = torch.cat([segments, segments]), torch.cat([positions, positions])
+    features = dict(batch.features)
+    if guided:
+        features = {name: torch.cat([value, value]) for name, value in features.items()}
     rows = len(batch)
     modality = int(batch.modality_ids[0, first + int(payload[0])])
     bias = modality_logit_bias(vocab, device=device)[modality]
@@ -71,7 +74,7 @@ def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: Uni
     cache: PrefixCache | None = None
     if use_cache and model.config.attention == "prefix" and first > 0:
         cache = model(ids[:, :first], segment_ids=segments[:, :first], position_ids=positions[:, :first],
-                      return_prefix_cache=True).prefix_cache
+                      return_prefix_cache=True, features=features).prefix_cache
     target_ids = ids[:rows, first:].clone()
     scheduler.set_timesteps(num_steps, len(payload), **timestep_kwargs)
     trajectory: list[torch.Tensor] = []
@@ -84,7 +87,7 @@ def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: Uni
                            prefix_cache=cache).logits
         else:
             full = torch.cat([ids[:, :first], feed], dim=1)
-            logits = model(full, segment_ids=segments, position_ids=positions).logits[:, first:]
+            logits = model(full, segment_ids=segments, position_ids=positions, features=features).logits[:, first:]
         passes += 1
         if guided:
             cond, uncond = logits[:rows], logits[rows:]

@@ -1,11 +1,15 @@
-"""Task sequence templates and batch collation.
+"""Token sequences built from task templates, and batch collation.
 
-Every task is laid out as `[condition segment][target segment]`:
+A task template (`unimask.modality.TaskTemplate`, registered in `unimask.registry`) is laid out as
 
-    t2i  <t2i> prompt... <soi>          | image codes... <eoi>
-    i2t  <i2t> <soi> image codes <eoi>  | caption... <eos> <pad>...
+    [<task>] [open] condition payload [close] ... | [open] target payload [close]
+
+for example (the built-in templates):
+
+    t2i  <t2i> prompt...                                      | <soi> image codes... <eoi>
+    i2t  <i2t> <soi> image codes <eoi>                        | caption... <eos> <pad>...
     vla  <vla> <soi> image codes <eoi> instruction... [<sop> state codes <eop>] | <soa> action codes... <eoa>
-    lm   (no condition)                 | text... <eos> <pad>...
+    lm   (no condition)                                       | <lm> text... <eos> <pad>...
 
 Per position we keep:
 - `segment_ids`: 0 padding, 1 condition, 2 target. The model derives its attention pattern from these
@@ -13,21 +17,25 @@ Per position we keep:
 - `content_mask`: payload tokens. In the target these are the positions the forward process may mask and the loss
   is computed on; in the condition they are what condition dropout replaces by `[MASK]`. Task tokens and
   delimiters are structure: never masked, never dropped.
-- `modality_ids`: the `Modality` of the payload at each position (text targets' `<eos>`/`<pad>` count as text),
-  which picks the masking schedule at training time and the allowed ids at decoding time.
+- `modality_ids`: the modality index (`UnifiedVocab.modality_index`) of the payload at each position (a padded text
+  target's `<eos>`/`<pad>` count as text), which picks the masking schedule at training time and the allowed ids
+  at decoding time.
 
-Text targets always have the fixed length `caption_length`: the caption, one `<eos>`, then `<pad>` up to the length,
-so the model learns where text ends. Passing `None` as a target gives an all-`[MASK]` target for inference.
+A padded modality's target (text) always has the fixed length `caption_length`: the payload, one `<eos>`, then
+`<pad>` up to the length, so the model learns where text ends. A target given as `None` is all `[MASK]`
+(inference). A continuous modality's segment holds placeholder ids;
+its values travel in `features` and the model embeds them with its encoder.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from .vocab import Modality, UnifiedVocab
+from .modality import TaskTemplate
+from .vocab import UnifiedVocab
 
 PAD_SEGMENT, CONDITION, TARGET = 0, 1, 2
 
@@ -41,16 +49,12 @@ class TokenSequence:
     input_ids: torch.Tensor  # (L,) long
     segment_ids: torch.Tensor  # (L,) long: 0 pad, 1 condition, 2 target
     content_mask: torch.Tensor  # (L,) bool: payload (maskable in the target, droppable in the condition)
-    modality_ids: torch.Tensor  # (L,) long: Modality of each position
+    modality_ids: torch.Tensor  # (L,) long: modality index of each position
     task: str
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # continuous inputs, e.g. pixels (3, H, W)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
-
-    @property
-    def target_slice(self) -> slice:
-        positions = (self.segment_ids == TARGET).nonzero().flatten()
-        return slice(int(positions[0]), int(positions[-1]) + 1)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class SequenceBatch:
     modality_ids: torch.Tensor  # (B, L) long
     position_ids: torch.Tensor  # (B, L) long: 0.. over non-pad tokens, so left padding does not shift positions
     tasks: list[str] = field(default_factory=list)
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, ...) per continuous modality
 
     @property
     def target_mask(self) -> torch.Tensor:
@@ -77,7 +82,18 @@ class SequenceBatch:
         for name, value in moved.items():
             if isinstance(value, torch.Tensor):
                 moved[name] = value.to(device)
+        moved["features"] = {k: v.to(device) for k, v in self.features.items()}
         return SequenceBatch(**moved)
+
+    def repeat(self, times: int) -> "SequenceBatch":
+        """Every row `times` times in a row (complementary masking, guidance branches)."""
+        rows = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in rows.items():
+            if isinstance(value, torch.Tensor):
+                rows[name] = value.repeat(times, *([1] * (value.dim() - 1)))
+        rows["tasks"] = self.tasks * times
+        rows["features"] = {k: v.repeat(times, *([1] * (v.dim() - 1))) for k, v in self.features.items()}
+        return SequenceBatch(**rows)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -88,129 +104,100 @@ class _Parts:
 
     def __init__(self) -> None:
         self.ids: list[torch.Tensor] = []
-        self.segments: list[int] = []
-        self.contents: list[bool] = []
-        self.modalities: list[int] = []
-        self.lengths: list[int] = []
+        self.runs: list[tuple[int, bool, int, int]] = []  # (segment, content, modality index, length)
 
-    def add(self, ids: torch.Tensor, segment: int, content: bool, modality: Modality) -> None:
+    def add(self, ids: torch.Tensor, segment: int, content: bool, modality: int) -> None:
         ids = ids.flatten().long()
         self.ids.append(ids)
-        n = int(ids.numel())
-        self.lengths.append(n)
-        self.segments.append(segment)
-        self.contents.append(content)
-        self.modalities.append(int(modality))
+        self.runs.append((segment, content, modality, int(ids.numel())))
 
-    def build(self, task: str) -> TokenSequence:
-        lengths = torch.tensor(self.lengths)
-        return TokenSequence(
-            input_ids=torch.cat(self.ids),
-            segment_ids=torch.repeat_interleave(torch.tensor(self.segments), lengths),
-            content_mask=torch.repeat_interleave(torch.tensor(self.contents), lengths),
-            modality_ids=torch.repeat_interleave(torch.tensor(self.modalities), lengths),
-            task=task,
-        )
+    def build(self, task: str, features: dict[str, torch.Tensor]) -> TokenSequence:
+        lengths = torch.tensor([run[3] for run in self.runs])
+
+        def spread(i: int) -> torch.Tensor:
+            return torch.repeat_interleave(torch.tensor([run[i] for run in self.runs]), lengths)
+
+        return TokenSequence(torch.cat(self.ids), spread(0), spread(1), spread(2), task, features)
 
 
 class SequenceBuilder:
-    """Builds the task templates above from token ids of each modality (ids are tokenizer codes, not vocab ids)."""
+    """Builds task templates from codes of each segment's modality (tokenizer codes, not vocabulary ids).
 
-    def __init__(self, vocab: UnifiedVocab, caption_length: int = 32, image_tokens: int | None = None,
-                 action_tokens: int | None = None, max_condition_text: int = 64):
+    `lengths[name]` is the fixed number of codes of a modality's segment (image codes, action codes, state codes,
+    pixel tokens); a padded modality (text) has `caption_length` as a target and at most `max_condition_text`
+    tokens as a condition.
+    """
+
+    def __init__(self, vocab: UnifiedVocab, modalities: Mapping[str, Any], lengths: Mapping[str, int],
+                 caption_length: int = 32, max_condition_text: int = 64):
         if caption_length < 2:
             raise SequenceError(f"`caption_length` must be >= 2 (one token and <eos>), got {caption_length}.")
         self.vocab = vocab
-        self.caption_length = caption_length  # fixed target length of captions / lm text, incl. <eos> and <pad>
-        self.image_tokens = image_tokens  # codes per image; needed to build an all-[MASK] image target
-        self.action_tokens = action_tokens  # codes per action chunk; needed to build an all-[MASK] action target
-        self.max_condition_text = max_condition_text  # prompts/instructions longer than this raise
+        self.modalities = dict(modalities)  # name -> Modality (the registered objects this builder may meet)
+        self.lengths = dict(lengths)
+        self.caption_length = caption_length
+        self.max_condition_text = max_condition_text
 
     def _special(self, name: str) -> torch.Tensor:
         return torch.tensor([self.vocab.special_id(name)])
 
-    def _masks(self, n: int | None, what: str) -> torch.Tensor:
-        if n is None:
-            raise SequenceError(f"building an all-[MASK] {what} target needs `{what}_tokens` on the SequenceBuilder.")
-        return torch.full((n,), self.vocab.mask_id)
-
-    def _condition_text(self, ids: Sequence[int] | torch.Tensor, what: str) -> torch.Tensor:
-        ids = torch.as_tensor(ids, dtype=torch.long).flatten()
-        if ids.numel() == 0:
-            raise SequenceError(f"the {what} is empty; give at least one text token.")
-        if ids.numel() > self.max_condition_text:
-            raise SequenceError(
-                f"the {what} has {ids.numel()} tokens, more than max_condition_text={self.max_condition_text}; "
-                "shorten it or raise the limit."
-            )
-        return self.vocab.text_to_id(ids)
-
-    def _text_target(self, ids: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
-        if ids is None:
-            return torch.full((self.caption_length,), self.vocab.mask_id)
-        ids = self.vocab.text_to_id(torch.as_tensor(ids, dtype=torch.long).flatten())
-        if ids.numel() > self.caption_length - 1:
-            raise SequenceError(
-                f"text target has {ids.numel()} tokens; at most caption_length - 1 = {self.caption_length - 1} fit "
-                "before <eos>. Raise `caption_length` or shorten the text."
-            )
-        padding = torch.full((self.caption_length - ids.numel() - 1,), self.vocab.pad_id)
-        return torch.cat([ids, torch.tensor([self.vocab.eos_id]), padding])
-
-    def _image(self, codes: Any) -> torch.Tensor:
+    def _payload(self, segment_field: str, name: str, codes: Any, target: bool) -> torch.Tensor:
+        modality = self.modalities[name]
+        if codes is None:
+            if not target:
+                raise SequenceError(f"the condition {segment_field!r} is missing.")
+            length = self.caption_length if modality.padded else self.length(name)
+            return torch.full((length,), self.vocab.mask_id)
         codes = torch.as_tensor(codes, dtype=torch.long).flatten()
-        if self.image_tokens is not None and codes.numel() != self.image_tokens:
-            raise SequenceError(f"expected {self.image_tokens} image codes, got {codes.numel()}.")
-        return self.vocab.image_to_id(codes)
+        if modality.padded and target:
+            if codes.numel() > self.caption_length - 1:
+                raise SequenceError(f"text target has {codes.numel()} tokens; at most caption_length - 1 = "
+                                    f"{self.caption_length - 1} fit before <eos>. Raise `caption_length` or shorten "
+                                    "the text.")
+            padding = torch.full((self.caption_length - codes.numel() - 1,), self.vocab.pad_id)
+            return torch.cat([self.vocab.to_id(name, codes), torch.tensor([self.vocab.eos_id]), padding])
+        if modality.padded:
+            if codes.numel() == 0:
+                raise SequenceError(f"the {segment_field} is empty; give at least one token.")
+            if codes.numel() > self.max_condition_text:
+                raise SequenceError(f"the {segment_field} has {codes.numel()} tokens, more than max_condition_text="
+                                    f"{self.max_condition_text}; shorten it or raise the limit.")
+        elif codes.numel() != self.length(name):
+            raise SequenceError(f"expected {self.length(name)} {name} codes for {segment_field!r}, got "
+                                f"{codes.numel()}.")
+        return self.vocab.to_id(name, codes)
 
-    def _actions(self, codes: Any) -> torch.Tensor:
-        codes = torch.as_tensor(codes, dtype=torch.long).flatten()
-        if self.action_tokens is not None and codes.numel() != self.action_tokens:
-            raise SequenceError(f"expected {self.action_tokens} action codes, got {codes.numel()}.")
-        return self.vocab.action_to_id(codes)
+    def length(self, name: str) -> int:
+        if name not in self.lengths:
+            raise SequenceError(f"the builder knows no fixed length for {name!r} segments; it knows "
+                                f"{sorted(self.lengths)}.")
+        return self.lengths[name]
 
-    def t2i(self, prompt_ids: Sequence[int] | torch.Tensor, image_codes: Any = None) -> TokenSequence:
+    def build(self, template: TaskTemplate, codes: Sequence[Any],
+              features: dict[str, torch.Tensor] | None = None) -> TokenSequence:
+        """One sequence; `codes` holds one entry per segment of the template (condition segments, then the target):
+        codes, None for an absent optional condition, or None for an all-[MASK] target."""
+        segments = template.segments
+        if len(codes) != len(segments):
+            raise SequenceError(f"task {template.name!r} has {len(segments)} segments, got {len(codes)} code entries.")
+        vocab = self.vocab
         p = _Parts()
-        p.add(self._special("t2i"), CONDITION, False, Modality.SPECIAL)
-        p.add(self._condition_text(prompt_ids, "prompt"), CONDITION, True, Modality.TEXT)
-        p.add(self._special("soi"), CONDITION, False, Modality.SPECIAL)
-        image = self._masks(self.image_tokens, "image") if image_codes is None else self._image(image_codes)
-        p.add(image, TARGET, True, Modality.IMAGE)
-        p.add(self._special("eoi"), TARGET, False, Modality.SPECIAL)
-        return p.build("t2i")
-
-    def i2t(self, image_codes: Any, caption_ids: Sequence[int] | torch.Tensor | None = None) -> TokenSequence:
-        p = _Parts()
-        p.add(self._special("i2t"), CONDITION, False, Modality.SPECIAL)
-        p.add(self._special("soi"), CONDITION, False, Modality.SPECIAL)
-        p.add(self._image(image_codes), CONDITION, True, Modality.IMAGE)
-        p.add(self._special("eoi"), CONDITION, False, Modality.SPECIAL)
-        p.add(self._text_target(caption_ids), TARGET, True, Modality.TEXT)
-        return p.build("i2t")
-
-    def vla(self, image_codes: Any, instruction_ids: Sequence[int] | torch.Tensor, action_codes: Any = None,
-            state_codes: Any = None) -> TokenSequence:
-        p = _Parts()
-        p.add(self._special("vla"), CONDITION, False, Modality.SPECIAL)
-        p.add(self._special("soi"), CONDITION, False, Modality.SPECIAL)
-        p.add(self._image(image_codes), CONDITION, True, Modality.IMAGE)
-        p.add(self._special("eoi"), CONDITION, False, Modality.SPECIAL)
-        p.add(self._condition_text(instruction_ids, "instruction"), CONDITION, True, Modality.TEXT)
-        if state_codes is not None:
-            p.add(self._special("sop"), CONDITION, False, Modality.SPECIAL)
-            p.add(self.vocab.state_to_id(torch.as_tensor(state_codes).flatten()), CONDITION, True, Modality.STATE)
-            p.add(self._special("eop"), CONDITION, False, Modality.SPECIAL)
-        p.add(self._special("soa"), TARGET, False, Modality.SPECIAL)
-        actions = self._masks(self.action_tokens, "action") if action_codes is None else self._actions(action_codes)
-        p.add(actions, TARGET, True, Modality.ACTION)
-        p.add(self._special("eoa"), TARGET, False, Modality.SPECIAL)
-        return p.build("vla")
-
-    def lm(self, text_ids: Sequence[int] | torch.Tensor | None = None) -> TokenSequence:
-        p = _Parts()
-        p.add(self._special("lm"), TARGET, False, Modality.SPECIAL)
-        p.add(self._text_target(text_ids), TARGET, True, Modality.TEXT)
-        return p.build("lm")
+        task_token = self._special(template.name)
+        p.add(task_token, CONDITION if template.condition else TARGET, False, vocab.modality_index("special"))
+        for segment, value in zip(segments, codes):
+            target = segment is template.target
+            if value is None and segment.optional and not target:
+                continue
+            role = TARGET if target else CONDITION
+            modality = self.modalities[segment.modality]
+            delimiters = modality.delimiters or ()
+            if delimiters:
+                p.add(self._special(delimiters[0]), role, False, vocab.modality_index("special"))
+            p.add(self._payload(segment.field, segment.modality, value, target), role, True,
+                  vocab.modality_index(segment.modality))
+            if delimiters:
+                p.add(self._special(delimiters[1]), role, False, vocab.modality_index("special"))
+        return p.build(template.name, dict(features or {}))
 
 
 def collate(sequences: Sequence[TokenSequence], pad_id: int, padding_side: str = "right",
@@ -228,7 +215,7 @@ def collate(sequences: Sequence[TokenSequence], pad_id: int, padding_side: str =
     input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
     segment_ids = torch.full((batch, length), PAD_SEGMENT, dtype=torch.long)
     content_mask = torch.zeros((batch, length), dtype=torch.bool)
-    modality_ids = torch.full((batch, length), int(Modality.SPECIAL), dtype=torch.long)
+    modality_ids = torch.full((batch, length), 1, dtype=torch.long)  # padding counts as special
     for row, seq in enumerate(sequences):
         n = len(seq)
         cols = slice(0, n) if padding_side == "right" else slice(length - n, length)
@@ -238,5 +225,12 @@ def collate(sequences: Sequence[TokenSequence], pad_id: int, padding_side: str =
         modality_ids[row, cols] = seq.modality_ids
     not_pad = segment_ids != PAD_SEGMENT
     position_ids = (not_pad.long().cumsum(-1) - 1).clamp(min=0)
+    features = {}
+    for name in sorted({k for s in sequences for k in s.features}):
+        missing = [i for i, s in enumerate(sequences) if name not in s.features]
+        if missing:
+            raise SequenceError(f"rows {missing[:5]} lack the {name!r} features the other rows have; batch "
+                                "sequences of one task layout together.")
+        features[name] = torch.stack([s.features[name] for s in sequences])
     return SequenceBatch(input_ids, segment_ids, content_mask, modality_ids, position_ids,
-                         [s.task for s in sequences])
+                         [s.task for s in sequences], features)

@@ -1,89 +1,67 @@
 """The shared token space: one contiguous id range per modality.
 
-Layout, in id order (the order never changes; sizes come from the tokenizers):
+Layout, in id order:
 
-    text     [0, text_size)                   the text tokenizer's own ids
-    special  [text_size, +len(SPECIAL_TOKENS)) task tokens, delimiters, <eos>, <pad>; also known to the text tokenizer
-    image    image_codebook_size ids          VQ codes
-    action   action_vocab_size ids            action bins or FAST tokens
-    state    state_bins ids                   proprioceptive state bins (0 when no state is used)
-    mask     one id                           [MASK], the absorbing state of the diffusion
+    text      [0, text_size)                the text tokenizer's own ids
+    special   len(special_tokens) ids       task tokens, delimiters, <eos>, <pad>
+    <name>    size ids, for each modality   in the order given (image codes, action codes, state bins, ...)
+    mask      one id                        [MASK], the absorbing state of the diffusion
 
-The special range sits right after the text range because that is where `tokenizer.add_tokens` puts new tokens, so
-the text tokenizer and the vocabulary agree on every special id; `validate_text_tokenizer` checks it.
+The special range starts right after the text range with `SPECIAL_TOKENS`, because that is where
+`tokenizer.add_tokens` puts them, so the text tokenizer and the vocabulary agree on those ids
+(`validate_text_tokenizer` checks it). Tokens a registered task adds (its task token, a new modality's delimiters)
+follow them; the text tokenizer never needs to know those.
+
+Every position of a sequence also carries a modality index (`modality_index(name)`): 0 text, 1 special, then the
+modalities in vocabulary order, then mask. It picks the masking schedule at training time and the allowed ids when
+decoding.
 """
 
 from __future__ import annotations
 
-import enum
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, read_json
+from .modality import SPECIAL_TOKENS, VocabError, special_token
 
 VOCAB_FILE = "vocab.json"
-
-# Special token strings, in id order. Written `<|name|>` so they never collide with a tokenizer's own `<pad>` etc.
-SPECIAL_TOKENS: tuple[str, ...] = (
-    "<|pad|>",
-    "<|eos|>",
-    "<|t2i|>",
-    "<|i2t|>",
-    "<|vla|>",
-    "<|lm|>",
-    "<|soi|>",
-    "<|eoi|>",
-    "<|soa|>",
-    "<|eoa|>",
-    "<|sop|>",
-    "<|eop|>",
-)
-TASKS: tuple[str, ...] = ("t2i", "i2t", "vla", "lm")
-
-
-class Modality(enum.IntEnum):
-    TEXT = 0
-    SPECIAL = 1
-    IMAGE = 2
-    ACTION = 3
-    STATE = 4
-    MASK = 5
-
-
-class VocabError(ValueError):
-    """The vocabulary layout is invalid, or disagrees with a tokenizer."""
-
-
-def special_name(token: str) -> str:
-    """`<|eos|>` -> `eos`."""
-    return token[2:-2]
+VOCAB_FORMAT = "unimask-vocab/2"
 
 
 @dataclass(frozen=True)
 class UnifiedVocab:
     text_size: int  # ids [0, text_size) are the text tokenizer's own tokens
-    image_codebook_size: int  # number of VQ codes (0 if the model reads/writes no images)
-    action_vocab_size: int  # number of action tokens: bins or the FAST BPE vocabulary (0 if none)
-    state_bins: int = 0  # number of proprioceptive state bins (0 if the state is not tokenized)
+    modalities: tuple[tuple[str, int], ...] = ()  # (name, number of ids) of every other modality, in id order
     special_tokens: tuple[str, ...] = SPECIAL_TOKENS  # saved so a checkpoint keeps its own list
 
     def __post_init__(self) -> None:
+        modalities = self.modalities.items() if isinstance(self.modalities, Mapping) else self.modalities
+        object.__setattr__(self, "modalities", tuple((str(n), s) for n, s in modalities))
         object.__setattr__(self, "special_tokens", tuple(self.special_tokens))
-        for name in ("text_size", "image_codebook_size", "action_vocab_size", "state_bins"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise VocabError(f"`{name}` must be an integer >= 0, got {value!r}.")
-        if self.text_size == 0:
-            raise VocabError("`text_size` must be > 0: every task uses text tokens (prompts, captions, instructions).")
+        if not isinstance(self.text_size, int) or isinstance(self.text_size, bool) or self.text_size < 1:
+            raise VocabError(f"`text_size` must be an integer > 0 (every task uses text), got {self.text_size!r}.")
+        names = [name for name, _ in self.modalities]
+        reserved = {"text", "special", "mask"} & set(names)
+        if reserved or len(set(names)) != len(names):
+            raise VocabError(f"modality names must be unique and not text/special/mask, got {names}.")
+        for name, size in self.modalities:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                raise VocabError(f"modality {name!r} must have an integer number of ids >= 1, got {size!r}.")
         if len(set(self.special_tokens)) != len(self.special_tokens):
             raise VocabError(f"`special_tokens` has duplicates: {self.special_tokens}.")
-        missing = [t for t in SPECIAL_TOKENS if t not in self.special_tokens]
-        if missing:
-            raise VocabError(f"`special_tokens` lacks {missing}; every layout needs all of {SPECIAL_TOKENS}.")
+        if self.special_tokens[:len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
+            raise VocabError(f"`special_tokens` must start with {SPECIAL_TOKENS}, the tokens every text tokenizer "
+                             "carries at those ids.")
+        starts, start = {}, self.text_size + len(self.special_tokens)
+        for name, size in self.modalities:
+            starts[name] = start
+            start += size
+        object.__setattr__(self, "_starts", starts)
 
     # ----- ranges -------------------------------------------------------------------------------------------------
     @property
@@ -91,20 +69,8 @@ class UnifiedVocab:
         return self.text_size
 
     @property
-    def image_start(self) -> int:
-        return self.special_start + len(self.special_tokens)
-
-    @property
-    def action_start(self) -> int:
-        return self.image_start + self.image_codebook_size
-
-    @property
-    def state_start(self) -> int:
-        return self.action_start + self.action_vocab_size
-
-    @property
     def mask_id(self) -> int:
-        return self.state_start + self.state_bins
+        return self.text_size + len(self.special_tokens) + sum(size for _, size in self.modalities)
 
     @property
     def size(self) -> int:
@@ -114,27 +80,44 @@ class UnifiedVocab:
     def __len__(self) -> int:
         return self.size
 
-    def range_of(self, modality: Modality) -> tuple[int, int]:
-        """Half-open id range `[start, stop)` of a modality."""
-        modality = Modality(modality)
-        bounds = {
-            Modality.TEXT: (0, self.text_size),
-            Modality.SPECIAL: (self.special_start, self.image_start),
-            Modality.IMAGE: (self.image_start, self.action_start),
-            Modality.ACTION: (self.action_start, self.state_start),
-            Modality.STATE: (self.state_start, self.mask_id),
-            Modality.MASK: (self.mask_id, self.size),
-        }
-        return bounds[modality]
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        """Every range in id order; a name's position is its modality index."""
+        return ("text", "special", *(name for name, _ in self.modalities), "mask")
+
+    def has(self, name: str) -> bool:
+        return name in self.modality_names
+
+    def modality_index(self, name: str) -> int:
+        try:
+            return self.modality_names.index(name)
+        except ValueError:
+            raise VocabError(f"this vocabulary has no {name!r} ids; it has {list(self.modality_names)}. Was the "
+                             f"model trained with a {name} tokenizer?") from None
+
+    def range_of(self, name: str) -> tuple[int, int]:
+        """Half-open id range `[start, stop)` of a modality (or of "text", "special", "mask")."""
+        if name == "text":
+            return 0, self.text_size
+        if name == "special":
+            return self.special_start, self.special_start + len(self.special_tokens)
+        if name == "mask":
+            return self.mask_id, self.size
+        self.modality_index(name)
+        start = self._starts[name]  # type: ignore[attr-defined]
+        return start, start + dict(self.modalities)[name]
+
+    def size_of(self, name: str) -> int:
+        start, stop = self.range_of(name)
+        return stop - start
 
     # ----- special tokens -----------------------------------------------------------------------------------------
     def special_id(self, name: str) -> int:
         """Id of a special token given as `eos` or `<|eos|>`."""
-        token = name if name.startswith("<|") else f"<|{name}|>"
         try:
-            return self.special_start + self.special_tokens.index(token)
+            return self.special_start + self.special_tokens.index(special_token(name))
         except ValueError:
-            known = ", ".join(special_name(t) for t in self.special_tokens)
+            known = ", ".join(t[2:-2] for t in self.special_tokens)
             raise VocabError(f"unknown special token {name!r}; known: {known}.") from None
 
     @property
@@ -145,118 +128,75 @@ class UnifiedVocab:
     def eos_id(self) -> int:
         return self.special_id("eos")
 
-    def task_id(self, task: str) -> int:
-        if task not in TASKS:
-            raise VocabError(f"unknown task {task!r}; tasks are {TASKS}.")
-        return self.special_id(task)
-
     # ----- code <-> id --------------------------------------------------------------------------------------------
-    def _to_id(self, codes: Any, modality: Modality, what: str) -> torch.Tensor:
+    def to_id(self, name: str, codes: Any) -> torch.Tensor:
+        """Vocabulary ids of a modality's codes (text ids are vocabulary ids: only the range is checked)."""
         codes = torch.as_tensor(codes, dtype=torch.long)
-        start, stop = self.range_of(modality)
+        start, stop = self.range_of(name)
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= stop - start):
-            raise VocabError(
-                f"{what} codes must lie in [0, {stop - start}), got values in "
-                f"[{int(codes.min())}, {int(codes.max())}]; does the tokenizer match this vocabulary?"
-            )
+            raise VocabError(f"{name} codes must lie in [0, {stop - start}), got values in "
+                             f"[{int(codes.min())}, {int(codes.max())}]; does the tokenizer match this vocabulary?")
         return codes + start
 
-    def _from_id(self, ids: Any, modality: Modality, what: str) -> torch.Tensor:
+    def from_id(self, name: str, ids: Any) -> torch.Tensor:
         ids = torch.as_tensor(ids, dtype=torch.long)
-        start, stop = self.range_of(modality)
+        start, stop = self.range_of(name)
         if ids.numel() and (int(ids.min()) < start or int(ids.max()) >= stop):
-            raise VocabError(
-                f"ids must be {what} ids in [{start}, {stop}), got values in [{int(ids.min())}, {int(ids.max())}]."
-            )
+            raise VocabError(f"ids must be {name} ids in [{start}, {stop}), got values in "
+                             f"[{int(ids.min())}, {int(ids.max())}].")
         return ids - start
 
-    def image_to_id(self, codes: Any) -> torch.Tensor:
-        return self._to_id(codes, Modality.IMAGE, "image")
-
-    def id_to_image(self, ids: Any) -> torch.Tensor:
-        return self._from_id(ids, Modality.IMAGE, "image")
-
-    def action_to_id(self, codes: Any) -> torch.Tensor:
-        return self._to_id(codes, Modality.ACTION, "action")
-
-    def id_to_action(self, ids: Any) -> torch.Tensor:
-        return self._from_id(ids, Modality.ACTION, "action")
-
-    def state_to_id(self, codes: Any) -> torch.Tensor:
-        return self._to_id(codes, Modality.STATE, "state")
-
-    def id_to_state(self, ids: Any) -> torch.Tensor:
-        return self._from_id(ids, Modality.STATE, "state")
-
-    def text_to_id(self, ids: Any) -> torch.Tensor:
-        """Text tokenizer ids are vocabulary ids; this only checks the range."""
-        return self._to_id(ids, Modality.TEXT, "text")
-
     def modality_of(self, ids: Any) -> torch.Tensor:
-        """Modality (as `Modality` int values) of every id; raises for ids outside the vocabulary."""
+        """Modality index of every id; raises for ids outside the vocabulary."""
         ids = torch.as_tensor(ids, dtype=torch.long)
         self.check_ids(ids)
-        boundaries = torch.tensor(
-            [self.special_start, self.image_start, self.action_start, self.state_start, self.mask_id],
-            device=ids.device,
-        )
+        boundaries = torch.tensor([self.range_of(name)[0] for name in self.modality_names[1:]], device=ids.device)
         return torch.bucketize(ids, boundaries, right=True)
 
     def check_ids(self, ids: torch.Tensor) -> None:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.size):
-            raise VocabError(
-                f"token ids must lie in [0, {self.size}), got values in [{int(ids.min())}, {int(ids.max())}]."
-            )
+            raise VocabError(f"token ids must lie in [0, {self.size}), got values in [{int(ids.min())}, "
+                             f"{int(ids.max())}].")
 
-    def allowed_mask(self, modality: Modality, device: torch.device | str | None = None) -> torch.Tensor:
-        """Bool [size]: the ids a target of `modality` may be decoded to (text also allows `<eos>` and `<pad>`)."""
+    def allowed_mask(self, name: str, extra: tuple[str, ...] = (), device: torch.device | str | None = None
+                     ) -> torch.Tensor:
+        """Bool [size]: the ids a target of modality `name` may be decoded to, plus the special tokens `extra`."""
         allowed = torch.zeros(self.size, dtype=torch.bool, device=device)
-        start, stop = self.range_of(modality)
-        if stop == start:
-            raise VocabError(f"this vocabulary has no {Modality(modality).name.lower()} ids to decode to.")
+        start, stop = self.range_of(name)
         allowed[start:stop] = True
-        if Modality(modality) == Modality.TEXT:
-            allowed[self.eos_id] = True
-            allowed[self.pad_id] = True
+        for token in extra:
+            allowed[self.special_id(token)] = True
         return allowed
 
     # ----- tokenizer agreement ------------------------------------------------------------------------------------
     def validate_text_tokenizer(self, tokenizer: Any) -> None:
         """Raise `VocabError` unless the tokenizer's size and special ids match this layout."""
-        expected = self.text_size + len(self.special_tokens)
+        expected = self.text_size + len(SPECIAL_TOKENS)
         if len(tokenizer) != expected:
             raise VocabError(
                 f"the text tokenizer has {len(tokenizer)} tokens but this vocabulary expects {expected} "
-                f"({self.text_size} text + {len(self.special_tokens)} special); the checkpoint and tokenizer were "
-                "not made together. Load the tokenizer saved with this checkpoint."
-            )
-        for token in self.special_tokens:
-            got = tokenizer.convert_tokens_to_ids(token)
-            want = self.special_id(token)
+                f"({self.text_size} text + {len(SPECIAL_TOKENS)} special); the checkpoint and tokenizer were not made "
+                "together. Load the tokenizer saved with this checkpoint.")
+        for token in SPECIAL_TOKENS:
+            got, want = tokenizer.convert_tokens_to_ids(token), self.special_id(token)
             if got != want:
                 raise VocabError(
-                    f"special token {token} has id {got} in the text tokenizer but {want} in the vocabulary; "
-                    "decoding would map it to the wrong token. Rebuild the tokenizer with "
-                    "unimask.tokenizers.text.add_special_tokens."
-                )
+                    f"special token {token} has id {got} in the text tokenizer but {want} in the vocabulary; decoding "
+                    "would map it to the wrong token. Rebuild the tokenizer with "
+                    "unimask.tokenizers.text.add_special_tokens.")
 
-    def validate_sizes(self, *, image_codebook_size: int | None = None, action_vocab_size: int | None = None,
-                       state_bins: int | None = None) -> None:
-        """Raise `VocabError` if an image/action/state tokenizer's size disagrees with this layout."""
-        for name, got in (("image_codebook_size", image_codebook_size), ("action_vocab_size", action_vocab_size),
-                          ("state_bins", state_bins)):
-            want = getattr(self, name)
-            if got is not None and got != want:
-                raise VocabError(
-                    f"{name} is {want} in the vocabulary but the tokenizer has {got}; the checkpoint and this "
-                    "tokenizer were not made together."
-                )
+    def validate_size(self, name: str, size: int) -> None:
+        """Raise `VocabError` if a modality's tokenizer has another number of ids than this layout."""
+        want = self.size_of(name)
+        if size != want:
+            raise VocabError(f"the {name} tokenizer has {size} codes but the vocabulary has {want} {name} ids; the "
+                             "checkpoint and this tokenizer were not made together.")
 
     # ----- persistence --------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["special_tokens"] = list(self.special_tokens)
-        return data
+        return {"format": VOCAB_FORMAT, "text_size": self.text_size,
+                "modalities": [[name, size] for name, size in self.modalities],
+                "special_tokens": list(self.special_tokens)}
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / VOCAB_FILE
@@ -270,9 +210,14 @@ class UnifiedVocab:
         path = path / VOCAB_FILE if path.is_dir() else path
         if not path.is_file():
             raise VocabError(f"no {VOCAB_FILE} at {path}; is this a unimask checkpoint folder?")
-        data = json.loads(path.read_text())
-        known = {"text_size", "image_codebook_size", "action_vocab_size", "state_bins", "special_tokens"}
-        unknown = set(data) - known
+        data = read_json(path, VocabError, "a unimask vocabulary")
+        if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT:
+            raise VocabError(f"{path} is not a {VOCAB_FORMAT} file; it was written by another unimask version. "
+                             "Export the model again with this version.")
+        unknown = set(data) - {"format", "text_size", "modalities", "special_tokens"}
         if unknown:
-            raise VocabError(f"{path} has unknown keys {sorted(unknown)}; it was written by another version.")
-        return cls(**data)
+            raise VocabError(f"{path} has unknown keys {sorted(unknown)}.")
+        try:
+            return cls(data["text_size"], tuple((n, s) for n, s in data["modalities"]), data["special_tokens"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise VocabError(f"{path}: {err}") from None

@@ -15,7 +15,7 @@ that land outside [-1, 1] are clipped, counted and reported with a warning (`Act
   which case the failed chunks are replaced and listed in the returned `DecodeInfo`.
 
 `vocab_size` of either tokenizer is the number of distinct code ids it emits (for FAST: the BPE vocabulary plus
-the pad code); it is what `UnifiedVocab.action_vocab_size` must be. `save_pretrained(dir)` writes
+the pad code); it is the action modality's share of `UnifiedVocab`. `save_pretrained(dir)` writes
 `action_tokenizer.json` (kind, settings, statistics) and, for FAST, `fast_bpe.json`; `load_action_tokenizer(dir)`
 returns the right class. A tokenizer that was never fitted refuses to encode or decode; a saved file with a missing
 or malformed statistic refuses to load.

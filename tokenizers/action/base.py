@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from unimask.atomic import atomic_write_text
+from unimask.atomic import atomic_write_text, read_json
 
 from .common import FORMAT_VERSION, ON_ERROR, SETTINGS_FILE, ActionTokenizerError, as_float_array, require_key
 from .normalizer import ActionNormalizer
@@ -27,6 +27,20 @@ class ActionTokenizerBase:
     @property
     def action_dim(self) -> int:
         return self.normalizer.dim
+
+    # ----- fixed-length chunk codes (what the unified model reads and writes) --------------------------------------
+    def tokens_per_chunk(self, horizon: int, length: int | None = None) -> int:
+        """Codes of one chunk of `horizon` steps in the model's sequence (`length`: a fixed length, when the
+        tokenizer's codes vary in number)."""
+        raise NotImplementedError
+
+    def encode_chunks(self, chunks: Any, length: int | None = None) -> np.ndarray:
+        """int64 codes [N, tokens_per_chunk] of chunks [N, H, D]."""
+        raise NotImplementedError
+
+    def decode_chunks(self, codes: Any, horizon: int, **decode_options: Any) -> np.ndarray:
+        """Actions [N, H, D] in real units from codes [N, tokens_per_chunk]."""
+        raise NotImplementedError
 
     def _check_fitted(self) -> None:
         if not self.fitted:
@@ -83,12 +97,7 @@ class ActionTokenizerBase:
 
 def read_settings(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / SETTINGS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no {SETTINGS_FILE} in {directory}; is this a saved action tokenizer folder?")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ActionTokenizerError(f"{path} is not valid json ({err}).") from None
+    data = read_json(path, ActionTokenizerError, "a saved action tokenizer")
     for key in ("kind", "format_version", "vocab_size", "settings", "normalizer"):
         require_key(data, key, str(path))
     if data["format_version"] != FORMAT_VERSION:

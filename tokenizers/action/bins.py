@@ -87,6 +87,17 @@ class BinActionTokenizer(ActionTokenizerBase):
             return actions, DecodeInfo(on_error=on_error, failed=failed, errors=errors)
         return actions
 
+    def tokens_per_chunk(self, horizon: int, length: int | None = None) -> int:
+        return horizon * self.action_dim
+
+    def encode_chunks(self, chunks: Any, length: int | None = None) -> np.ndarray:
+        codes = self.encode(chunks)
+        return codes.reshape(len(codes), -1)
+
+    def decode_chunks(self, codes: Any, horizon: int, **decode_options: Any) -> np.ndarray:
+        codes = as_int_array(codes, "codes")
+        return self.decode(codes.reshape(len(codes), horizon, self.action_dim), **decode_options)
+
     def _settings(self) -> dict[str, Any]:
         return {"n_bins": self.n_bins}
 

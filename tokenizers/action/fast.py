@@ -305,6 +305,20 @@ class FASTActionTokenizer(ActionTokenizerBase):
             return actions, DecodeInfo(on_error=on_error, failed=failed, errors=errors)
         return actions
 
+    def tokens_per_chunk(self, horizon: int, length: int | None = None) -> int:
+        if not length:
+            raise ActionTokenizerError("FAST codes vary in number per chunk: the model needs a fixed `length` "
+                                       "(sequence.action_length; choose it with suggest_length).")
+        return length
+
+    def encode_chunks(self, chunks: Any, length: int | None = None) -> np.ndarray:
+        return self.encode(chunks, length=self.tokens_per_chunk(self.horizon or 0, length))
+
+    def decode_chunks(self, codes: Any, horizon: int, **decode_options: Any) -> np.ndarray:
+        if horizon != self.horizon:
+            raise ActionTokenizerError(f"this FAST tokenizer was fitted on horizon {self.horizon}, not {horizon}.")
+        return self.decode(as_int_array(codes, "codes"), **decode_options)
+
     # ----- persistence ------------------------------------------------------------------------------------------
     def _settings(self) -> dict[str, Any]:
         return {"scale": self.scale, "bpe_vocab_size": self.bpe_vocab_size, "min_frequency": self.min_frequency,

@@ -4,6 +4,7 @@
     unimask data shapes    --out DIR   procedural coloured-shape scenes with compositional captions (t2i, i2t)
     unimask data metaworld --out DIR   Meta-World MT10 expert demonstrations (vla)
     unimask data folder    --out DIR   (--images DIR --captions FILE) or (--episodes DIR): your own data
+    unimask data lerobot   --root DIR --out DIR   a local LeRobotDataset (v3.0 or v2.1): camera, state, actions, tasks
     unimask data pretokenize --vq DIR --actions DIR --in DIR --out DIR   add img_codes.npy / act_codes.npy
     unimask data inspect   DIR         print the card and counts, write a PNG grid of samples
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from .format import DataError
 
-SOURCES = ("digits", "shapes", "metaworld", "folder")
+SOURCES = ("digits", "shapes", "metaworld", "folder", "lerobot")
 
 
 def _csv(text: str) -> list[str]:
@@ -74,9 +75,24 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--horizon", type=int, default=8, help="episodes: action chunk length H (default 8)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
 
-    p = sub.add_parser("pretokenize", help="add img_codes.npy / act_codes.npy to a dataset's shards")
-    p.add_argument("--vq", help="VQ image tokenizer folder (VQImageTokenizer.from_pretrained)")
-    p.add_argument("--actions", help="action tokenizer folder (unimask.tokenizers.action.load_action_tokenizer)")
+    p = sub.add_parser("lerobot", help="a local LeRobotDataset (v3.0, v2.1) as per-step robot samples (vla)")
+    common(p, 2000)
+    p.add_argument("--root", required=True, help="LeRobotDataset folder (meta/info.json, data/, videos/)")
+    p.add_argument("--camera", default=None,
+                   help="image/video feature to use (default: the first, e.g. observation.images.<name>)")
+    p.add_argument("--state-key", default=None,
+                   help="state feature (default observation.state when present; 'none' for no state)")
+    p.add_argument("--action-key", default="action", help="action feature (default action)")
+    p.add_argument("--image-size", type=int, default=64, help="centre-crop + resize side, 0 keeps (default 64)")
+    p.add_argument("--horizon", type=int, default=8, help="action chunk length H (default 8)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="held-out fraction of episodes (default 0.1)")
+    p.add_argument("--episodes", type=int, default=None, help="convert only the first N episodes (default all)")
+
+    p = sub.add_parser("pretokenize", help="add pre-tokenized codes (img_codes.npy, act_codes.npy, ...) to shards")
+    p.add_argument("--vq", help="VQ image tokenizer folder (the image modality's tokenizer)")
+    p.add_argument("--actions", help="action tokenizer folder (the action modality's tokenizer)")
+    p.add_argument("--tokenizer", action="append", default=[], metavar="NAME=DIR",
+                   help="the tokenizer folder of any registered modality (repeatable), e.g. image=runs/vq")
     p.add_argument("--in", dest="inp", required=True, help="input dataset folder (with dataset.json)")
     p.add_argument("--out", required=True, help="output dataset folder")
     p.add_argument("--action-length", type=int, default=None,
@@ -108,7 +124,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if not getattr(args, "data_command", None):
-        print("usage: unimask data {digits,shapes,metaworld,folder,pretokenize,inspect} ... (see --help)",
+        print("usage: unimask data {digits,shapes,metaworld,folder,lerobot,pretokenize,inspect} ... (see --help)",
               file=sys.stderr)
         return 2
     try:
@@ -162,10 +178,24 @@ def _dispatch(args: argparse.Namespace) -> int:
             card = write_image_folder(args.out, args.images, args.captions, image_size=args.image_size,
                                       test_fraction=args.test_fraction, seed=args.seed, shard_size=args.shard_size,
                                       command=command_line(args))
+    elif command == "lerobot":
+        from .writers.lerobot import write_lerobot
+
+        card = write_lerobot(args.out, args.root, camera=args.camera, state_key=args.state_key,
+                             action_key=args.action_key, image_size=args.image_size, horizon=args.horizon,
+                             test_fraction=args.test_fraction, seed=args.seed, shard_size=args.shard_size,
+                             max_episodes=args.episodes, command=command_line(args))
+        print(f"episodes skipped (undecodable {card['camera']}): {card['stats']['skipped_episodes']}")
     elif command == "pretokenize":
         from .pretokenize import pretokenize_dataset
 
-        card = pretokenize_dataset(args.inp, args.out, vq=args.vq, actions=args.actions,
+        folders = {"image": args.vq, "action": args.actions}
+        for item in args.tokenizer:
+            name, _, folder = item.partition("=")
+            if not folder:
+                raise DataError(f"--tokenizer {item!r} must look like NAME=DIR, e.g. image=runs/vq.")
+            folders[name] = folder
+        card = pretokenize_dataset(args.inp, args.out, {k: v for k, v in folders.items() if v},
                                    action_length=args.action_length, batch_size=args.batch_size, device=args.device,
                                    command=command_line(args))
     elif command == "inspect":

@@ -19,20 +19,26 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
+from torch.utils.data import get_worker_info
 
 from unimask.atomic import atomic_write_text
 
 CARD_FILE = "dataset.json"
+SKIP_REASONS = ("tar_error", "missing_key", "undecodable", "bad_shape", "too_long")
+_LOG_LIMIT = 100  # per process: skips logged one by one before switching to a summary every 1000
 CARD_FORMAT = "unimask-shards/1"
 SPLITS = ("train", "test")
+logger = logging.getLogger(__name__)
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
@@ -53,20 +59,10 @@ def encode_png(image: np.ndarray | Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """uint8 [H, W, 3] array from PNG (or any PIL-readable) bytes."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def encode_npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
     return buffer.getvalue()
-
-
-def decode_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def encode_json(value: Any) -> bytes:
@@ -259,10 +255,77 @@ def read_card(directory: str | Path) -> dict[str, Any]:
     return card
 
 
-def shard_paths(directory: str | Path, split: str) -> list[str]:
-    """Absolute shard paths of one split of a dataset folder, from its card."""
-    directory = Path(directory)
-    card = read_card(directory)
-    if split not in card["splits"]:
-        raise DataError(f"{directory} has no split {split!r}; it has {sorted(card['splits'])}.")
-    return [str(directory / rel) for rel in card["splits"][split]["shards"]]
+# ----- reading -----------------------------------------------------------------------------------------------------
+def _expand_braces(pattern: str) -> list[str]:
+    match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
+    if not match:
+        return [pattern]
+    lo, hi = match.group(1), match.group(2)
+    width = len(lo)
+    return [p for i in range(int(lo), int(hi) + 1)
+            for p in _expand_braces(pattern[:match.start()] + str(i).zfill(width) + pattern[match.end():])]
+
+
+def resolve_shards(dataset: str | Path, split: str = "train") -> tuple[list[str], dict[str, Any] | None]:
+    """(shard paths, card or None) of a dataset folder's split, or of a shard pattern / list file."""
+    path = Path(dataset)
+    if path.is_dir():
+        if (path / CARD_FILE).exists():
+            card = read_card(path)
+            if split not in card["splits"]:
+                raise DataError(f"{path} has no split {split!r}; it has {sorted(card['splits'])}.")
+            return [str(path / rel) for rel in card["splits"][split]["shards"]], card
+        urls = sorted(str(p) for p in path.glob("*.tar"))
+    elif any(ch in str(dataset) for ch in "*?["):
+        urls = sorted(str(p) for p in Path("/").glob(str(path.resolve()).lstrip("/")))
+    else:
+        urls = [u for u in _expand_braces(str(dataset)) if Path(u).exists()]
+    if not urls:
+        raise DataError(f"no shards found at {dataset}; give a dataset folder (with {CARD_FILE}), a folder of .tar "
+                        "files, a glob or a brace pattern.")
+    return urls, None
+
+
+def read_raw(urls: Sequence[str], on_error: Callable[[Exception], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Raw webdataset samples of `urls`, in order; a shard that cannot be read is reported to `on_error` (or raised)."""
+    import webdataset as wds
+
+    def handler(exn: Exception) -> bool:
+        if on_error is None:
+            raise exn
+        on_error(exn)
+        return True
+
+    if urls:
+        yield from wds.DataPipeline(wds.SimpleShardList(list(urls)), wds.tarfile_to_samples(handler=handler))
+
+
+# ----- skip counting ----------------------------------------------------------------------------------------------
+class SkipCounter:
+    """Counts of skipped samples per reason, shared between the DataLoader workers and the main process.
+
+    Backed by a shared-memory tensor with one row per worker (row 0: the main process), so workers never write the
+    same cell and no lock is needed; read totals with `counts()` from any process.
+    """
+
+    def __init__(self, rows: int = 257):  # the main process + up to 256 DataLoader workers
+        self.table = torch.zeros(rows, len(SKIP_REASONS), dtype=torch.int64).share_memory_()
+        self._logged = 0
+
+    def add(self, reason: str, key: str, shard: str, message: str) -> None:
+        info = get_worker_info()
+        row = 0 if info is None else 1 + info.id % (self.table.shape[0] - 1)
+        self.table[row, SKIP_REASONS.index(reason)] += 1
+        self._logged += 1
+        if self._logged <= _LOG_LIMIT:
+            logger.warning("skipped sample %s in %s (%s): %s", key, shard, reason, message)
+        elif self._logged % 1000 == 0:
+            logger.warning("%d samples skipped so far in this process; latest: %s in %s (%s)", self._logged, key,
+                           shard, reason)
+
+    def counts(self) -> dict[str, int]:
+        totals = self.table.sum(0).tolist()
+        return {reason: int(n) for reason, n in zip(SKIP_REASONS, totals)}
+
+    def total(self) -> int:
+        return int(self.table.sum())

@@ -51,7 +51,7 @@ def train_dataset_clip(data_dir: str | Path, out: str | Path, epochs: int = 16,
     names = [n for n in ("digits", "shapes") if (data_dir / n).is_dir()]
     if "digits" not in names:
         raise FileNotFoundError(f"{data_dir} has no digits/ dataset; write one with `unimask data digits`.")
-    pairs = [(s["image"], s["texts"] or [s["text"]]) for name in names
+    pairs = [(s["image"], s["text"].paraphrases) for name in names
              for s in suite.iter_test_samples(data_dir / name, max_pairs_per_dataset, split="train")
              for _ in range(2 if name == "digits" else 1)]
     test = list(suite.iter_test_samples(data_dir / "digits"))
@@ -62,7 +62,7 @@ def train_dataset_clip(data_dir: str | Path, out: str | Path, epochs: int = 16,
     for name in names:
         held_out = list(suite.iter_test_samples(data_dir / name, limit=200))
         references = reference_scores(scorer.embed_images([s["image"] for s in held_out]),
-                                      scorer.embed_texts([s["text"] for s in held_out]))
+                                      scorer.embed_texts([s["text"].stored for s in held_out]))
         check.update({f"{name}_{key}": value for key, value in references.items()})
     atomic_write_text(Path(out) / CLIP_CHECK, json.dumps(check, indent=2))
     return check

@@ -54,7 +54,7 @@ def evaluate_captions(pipeline, data_dir: str | Path, limit: int = 200, batch_si
     captions: list[str] = []
     for batch in _batched(samples, batch_size):
         captions += pipeline.caption([s["image"] for s in batch], **generate)
-    examples = [{"key": s["key"], "caption": c, "reference": s["text"]} for s, c in zip(samples[:8], captions)]
+    examples = [{"key": s["key"], "caption": c, "reference": s["text"].stored} for s, c in zip(samples[:8], captions)]
     if card["source"] == "digits":
         accuracy = digit_caption_accuracy(captions, [s["meta"]["label"] for s in samples])
         return {"dataset": "digits", "n": len(samples), "digit_accuracy": accuracy, "examples": examples}
@@ -72,7 +72,7 @@ def evaluate_digits_t2i(pipeline, data_dir: str | Path, judge, per_class: int = 
     samples = list(iter_test_samples(data_dir))
     prompts, labels = [], []
     for digit in range(10):
-        captions = [s["text"] for s in samples if s["meta"]["label"] == digit]
+        captions = [s["text"].stored for s in samples if s["meta"]["label"] == digit]
         if not captions:
             raise ValueError(f"the test split of {data_dir} has no image of digit {digit}.")
         prompts += [captions[i % len(captions)] for i in range(per_class)]
@@ -98,12 +98,12 @@ def evaluate_shapes_t2i(pipeline, data_dir: str | Path, limit: int = 100, batch_
     decoding = {**T2I_DECODING, **generate}
     images = []
     for index, batch in enumerate(_batched(samples, batch_size)):
-        images += pipeline.text_to_image([s["text"] for s in batch], seed=seed + index, **decoding)
+        images += pipeline.text_to_image([s["text"].stored for s in batch], seed=seed + index, **decoding)
     arrays = np.stack([np.asarray(im.convert("RGB")) for im in images])
     scores = [score_scene(read_scene(a, card["colors"], card["shapes"]), s["meta"]) for a, s in zip(arrays, samples)]
     result = {f"{k}_accuracy": float(np.mean([r[k] for r in scores])) for k in scores[0]}
     return {"dataset": "shapes", "n": len(samples), **result, "decoding": decoding, "images": arrays,
-            "prompts": [s["text"] for s in samples]}
+            "prompts": [s["text"].stored for s in samples]}
 
 
 def evaluate_clip(pipeline, data_dir: str | Path, scorer, limit: int = 100, batch_size: int = 20, seed: int = 0,
@@ -117,10 +117,10 @@ def evaluate_clip(pipeline, data_dir: str | Path, scorer, limit: int = 100, batc
     decoding = {**T2I_DECODING, **generate}
     generated, captions = [], []
     for index, batch in enumerate(_batched(samples, batch_size)):
-        generated += pipeline.text_to_image([s["text"] for s in batch], seed=seed + index, **decoding)
+        generated += pipeline.text_to_image([s["text"].stored for s in batch], seed=seed + index, **decoding)
         captions += pipeline.caption([s["image"] for s in batch])
     real = scorer.embed_images([s["image"] for s in samples])
-    prompts = scorer.embed_texts([s["text"] for s in samples])
+    prompts = scorer.embed_texts([s["text"].stored for s in samples])
     return {"dataset": card["source"], "n": len(samples), "clip": str(scorer.source), "decoding": decoding,
             "t2i_clip_score": float(pair_scores(scorer.embed_images(generated), prompts).mean()),
             "caption_clip_score": float(pair_scores(real, scorer.embed_texts(captions)).mean()),

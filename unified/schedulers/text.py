@@ -1,6 +1,6 @@
 """Text: semi-autoregressive block decoding (LLaDA), with optional confidence-threshold parallel commits (Fast-dLLM).
 
-The target is split into blocks of `block_length`, decoded left to right. Within a block holding M masked tokens
+The target is split into blocks of `block_length` (None: one block, the whole target), decoded left to right. Within a block holding M masked tokens
 and S steps, the first M % S steps commit M // S + 1 tokens and the rest M // S (LLaDA's even split). Which tokens:
 `remasking="low_confidence"` commits the masked positions whose sampled token has the highest softmax probability;
 `"random"` picks them at random. Positions outside the current block have confidence -inf. With `threshold=tau`
@@ -27,7 +27,7 @@ def llada_split(masked_count: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 class TextUnmaskingScheduler:
-    def __init__(self, mask_id: int, eos_id: int, pad_id: int, block_length: int = 32,
+    def __init__(self, mask_id: int, eos_id: int, pad_id: int, block_length: int | None = None,
                  remasking: str = "low_confidence", temperature: float = 0.0, threshold: float | None = None,
                  stop_at_eos: bool = True):
         if remasking not in ("low_confidence", "random"):
@@ -35,21 +35,28 @@ class TextUnmaskingScheduler:
         if threshold is not None and not 0 < threshold <= 1:
             raise ValueError(f"`threshold` must be in (0, 1] or None, got {threshold!r}.")
         self.mask_id, self.eos_id, self.pad_id = mask_id, eos_id, pad_id
-        self.block_length = check_positive_int("block_length", block_length)
+        self.block_length = None if block_length is None else check_positive_int("block_length", block_length)
         self.remasking = remasking
         self.temperature = check_non_negative("temperature", temperature)
         self.threshold = threshold
         self.stop_at_eos = stop_at_eos
         self._ready = False
 
+    def round_steps(self, num_steps: int, target_length: int) -> int:
+        """The nearest valid step count at or below `num_steps`: a multiple of the number of blocks (at least one
+        step per block)."""
+        blocks = -(-target_length // (self.block_length or target_length))
+        return max(blocks, num_steps - num_steps % blocks)
+
     def set_timesteps(self, num_steps: int, target_length: int) -> None:
         """Plan `num_steps` model calls over a text target of `target_length` tokens (reset all state)."""
         check_positive_int("num_steps", num_steps)
         check_positive_int("target_length", target_length)
-        self.num_blocks = -(-target_length // self.block_length)
+        self.block_size = self.block_length or target_length
+        self.num_blocks = -(-target_length // self.block_size)
         if num_steps % self.num_blocks:
             raise ValueError(f"`num_steps` ({num_steps}) must be a multiple of the number of blocks "
-                             f"({self.num_blocks} = ceil({target_length} / block_length {self.block_length})).")
+                             f"({self.num_blocks} = ceil({target_length} / block_length {self.block_size})).")
         self.steps_per_block = num_steps // self.num_blocks
         self.target_length = target_length
         self.block = 0
@@ -58,8 +65,8 @@ class TextUnmaskingScheduler:
         self._ready = True
 
     def _block_bounds(self) -> tuple[int, int]:
-        start = self.block * self.block_length
-        return start, min(start + self.block_length, self.target_length)
+        start = self.block * self.block_size
+        return start, min(start + self.block_size, self.target_length)
 
     def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
              ) -> SchedulerOutput:

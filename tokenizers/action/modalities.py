@@ -1,0 +1,81 @@
+"""The action and state modalities: robot action chunks as codes (bins or FAST), proprioceptive state as bins."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from unimask.modality import Modality, SampleError, decode_npy
+
+from . import load_action_tokenizer
+
+
+def _finite_float(raw: bytes, ndim: int, what: str) -> np.ndarray:
+    array = decode_npy(raw)
+    if array.ndim != ndim or not np.issubdtype(array.dtype, np.floating) or not np.all(np.isfinite(array)):
+        raise SampleError("bad_shape", f"{what} must be a finite float array with {ndim} axes, got {array.dtype} "
+                                       f"{array.shape}")
+    return array.astype(np.float32)
+
+
+class ActionModality(Modality):
+    """Action chunks [H, D] in real units; codes through the action tokenizer's saved normalisation."""
+
+    name = "action"
+    raw_keys = ("actions.npy",)
+    codes_key = "act_codes.npy"
+    mask_schedule = "linear"
+    scheduler = "confidence"
+    delimiters = ("soa", "eoa")
+
+    def load_tokenizer(self, directory: Any) -> Any:
+        return load_action_tokenizer(directory)
+
+    def num_tokens(self, tokenizer: Any, settings: Any) -> int:
+        return tokenizer.tokens_per_chunk(settings.action_horizon, settings.action_length)
+
+    def encode(self, tokenizer: Any, values: Sequence[np.ndarray], settings: Any) -> list[np.ndarray]:
+        return list(tokenizer.encode_chunks(np.stack(values), settings.action_length))
+
+    def decode(self, tokenizer: Any, codes: np.ndarray, settings: Any) -> np.ndarray:
+        return np.asarray(tokenizer.decode_chunks(codes, settings.action_horizon), dtype=np.float32)
+
+    def read(self, raw: dict[str, bytes], meta: dict[str, Any]) -> np.ndarray:
+        return _finite_float(raw["actions.npy"], 2, "actions.npy")
+
+    def check(self, value: np.ndarray, card: dict[str, Any]) -> None:
+        dim, horizon = card.get("action_dim"), card.get("horizon")
+        if dim is not None and value.shape[1] != dim:
+            raise SampleError("bad_shape", f"actions have {value.shape[1]} dims, expected {dim}")
+        if horizon is not None and value.shape[0] != horizon:
+            raise SampleError("bad_shape", f"action chunk has {value.shape[0]} steps, expected {horizon}")
+
+
+class StateModality(Modality):
+    """Proprioceptive state [S] as one bin code per dimension (a condition of robot tasks)."""
+
+    name = "state"
+    raw_keys = ("state.npy",)
+    scheduler = "confidence"
+    delimiters = ("sop", "eop")
+
+    def load_tokenizer(self, directory: Any) -> Any:
+        return load_action_tokenizer(directory)
+
+    def num_tokens(self, tokenizer: Any, settings: Any) -> int:
+        return tokenizer.action_dim
+
+    def encode(self, tokenizer: Any, values: Sequence[np.ndarray], settings: Any = None) -> list[np.ndarray]:
+        return list(np.asarray(tokenizer.encode(np.stack(values)), dtype=np.int64).reshape(len(values), -1))
+
+    def decode(self, tokenizer: Any, codes: np.ndarray, settings: Any = None) -> np.ndarray:
+        return np.asarray(tokenizer.decode(codes), dtype=np.float32)
+
+    def read(self, raw: dict[str, bytes], meta: dict[str, Any]) -> np.ndarray:
+        return _finite_float(raw["state.npy"], 1, "state.npy")
+
+    def check(self, value: np.ndarray, card: dict[str, Any]) -> None:
+        dim = card.get("state_dim")
+        if dim is not None and value.shape[0] != dim:
+            raise SampleError("bad_shape", f"state.npy must be [{dim}], got {value.shape}")
