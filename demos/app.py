@@ -197,12 +197,12 @@ class DemoFunctions:
         seed = _whole("seed", seed, 0, MAX_SEED)
         max_steps = _whole("max_steps", max_steps, 1, 500)
         steps = _whole("steps", steps, 1, self.action_tokens)
-        from unimask.training.evaluation.suite import pipeline_policy
+        from unimask.training.evaluation.suite import PipelinePolicy
 
         with self._lock:
             env = robot.MetaWorldEnv(task, image_size=self.image_size, max_steps=max_steps)
             try:
-                result = robot.rollout(pipeline_policy(self.pipe, steps=steps)(task), env, seed, record_frames=True)
+                result = robot.rollout(PipelinePolicy(self.pipe, steps=steps)(task), env, seed, record_frames=True)
             finally:
                 env.close()
         latency = 1000 * float(np.mean(result.chunk_latency_s))

@@ -77,7 +77,7 @@ def test_mask_rate_follows_modality_schedule(builder, small_vocab):
     out = forward_process(batch, small_vocab, MaskingConfig(p_uncond=0.0), torch.Generator().manual_seed(3))
     image_rows = torch.tensor([t == "t2i" for t in batch.tasks])
     target = batch.target_mask
-    p_expected = torch.sin(math.pi / 2 * out.t[image_rows])
+    p_expected = torch.sin(math.pi / 2 * out.t[image_rows, 0])
     assert torch.allclose(out.p_mask[image_rows][target[image_rows]].view(-1, 16), p_expected[:, None].expand(-1, 16))
     observed = out.masked[image_rows].sum() / target[image_rows].sum()
     assert abs(float(observed) - float(p_expected.mean())) < 0.03

@@ -6,13 +6,18 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("metaworld")
 
-from unimask.training.evaluation.robot import MetaWorldEnv, eval_seeds, evaluate_policy, expert_policy, rollout  # noqa: E402
+from expert_policy import ExpertPolicy  # noqa: E402
+from unimask.training.envs.metaworld import MetaWorldEnv  # noqa: E402
+from unimask.training.evaluation.robot import eval_seeds, evaluate_policy, rollout  # noqa: E402
 
 
 def test_expert_succeeds_and_idle_policy_fails_in_closed_loop():
-    result = evaluate_policy(expert_policy, tasks=["reach-v3", "drawer-open-v3"], episodes=2, progress=False)
-    assert result["average_success"] == 1.0
+    result = evaluate_policy(ExpertPolicy(), tasks=["reach-v3", "drawer-open-v3"], episodes=2, progress=False)
+    assert result["average_success"] == 1.0 and result["standard_error"] == 0.0
     assert result["per_task"]["reach-v3"]["seeds"] == eval_seeds("reach-v3", 2) and result["n"] == 4
+    parallel = evaluate_policy(ExpertPolicy(), tasks=["reach-v3", "drawer-open-v3"], episodes=2, workers=2,
+                               progress=False)
+    assert parallel["per_task"] == result["per_task"]  # the same episodes, whichever process ran them
     idle = evaluate_policy(lambda task: (lambda obs: np.zeros((8, 4))), tasks=["reach-v3"], episodes=1,
                            max_steps=40, progress=False)
     assert idle["average_success"] == 0.0 and idle["mean_steps"] == 40

@@ -24,7 +24,7 @@ def _vocab_size(config) -> tuple[int, str]:
     if all(Path(folder).is_dir() for folder in config.tokenizers.values()) and config.tokenizers:
         from unimask.processor import Processor
 
-        return Processor.from_folders(config.tokenizers, config.sequence).vocab.size, "from the tokenizers"
+        return Processor.from_folders(config.tokenizers, config.sequence, config.model.encoders).vocab.size, "from the tokenizers"
     return 50_000, "assumed (tokenizer folders not found here)"
 
 

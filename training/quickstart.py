@@ -5,7 +5,9 @@ pre-tokenized shards -> ONE unified model (captions, text-to-image, robot action
 report.md / report.json / pictures.
 
 Each stage is skipped when its marker exists (`<out>/.stages/`), so an interrupted run continues where it stopped.
-`--mode quick` is sized for about 15 minutes on 2 CPU cores, `--mode full` for about 90.
+`--mode quick` is sized for about 15 minutes on 2 CPU cores, `--mode full` for about 90. `--seed N` seeds everything
+the run draws (data splits and sampling, the tokenizers, the model, the data order); evaluation uses the fixed
+held-out episode seeds and sampling seeds of `unimask eval`, so runs of different seeds are measured alike.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ class QuickstartPlan:
     mt10_test_episodes: int  # per task (test)
     vq_steps: int  # VQ tokenizer training steps
     vq_max_images: int  # images the VQ trains on
-    model: dict  # model section of the train config
+    model: dict  # model section of the train config (the pixel encoder included)
     train_steps: int  # unified-model optimizer steps
-    batch_size: int  # sequences per step
+    batch_size: int  # sequences per step on each rank
     lr: float  # peak learning rate
     shapes_weight: float  # mix weight of each shapes stream (digits streams and MT10 weigh 2)
     eval_caption: int  # held-out images captioned per dataset
@@ -39,6 +41,7 @@ class QuickstartPlan:
     eval_shapes: int  # shapes prompts generated and read back
     eval_vla_episodes: int  # closed-loop episodes per MT10 task
     judge_epochs: int  # epochs of the digit judge
+    ranks: int = 0  # data-parallel training ranks (0: one per CPU core)
 
 
 PLANS = {
@@ -46,12 +49,12 @@ PLANS = {
                             vq_steps=300, vq_max_images=12000,
                             model={"d_model": 128, "n_layers": 4, "n_heads": 4, "max_seq_len": 160},
                             train_steps=700, batch_size=32, lr=2e-3, shapes_weight=0.5, eval_caption=200, eval_t2i_per_class=20,
-                            eval_shapes=60, eval_vla_episodes=3, judge_epochs=6),
+                            eval_shapes=60, eval_vla_episodes=10, judge_epochs=6),
     "full": QuickstartPlan(shapes_train=20000, shapes_test=2000, mt10_train_episodes=60, mt10_test_episodes=5,
                            vq_steps=800, vq_max_images=30000,
                            model={"d_model": 192, "n_layers": 6, "n_heads": 6, "max_seq_len": 160},
                            train_steps=2200, batch_size=32, lr=1.5e-3, shapes_weight=1.0, eval_caption=364, eval_t2i_per_class=20,
-                           eval_shapes=200, eval_vla_episodes=5, judge_epochs=8),
+                           eval_shapes=200, eval_vla_episodes=20, judge_epochs=8),
 }
 
 
@@ -88,14 +91,25 @@ def _fit_action_tokenizers(mt10: Path, out: Path) -> dict[str, Any]:
     return {"chunks": int(len(chunks)), "action_round_trip_max_error": float(error)}
 
 
-def train_config(out: Path, plan: QuickstartPlan) -> dict[str, Any]:
+# Images that are only read (caption sources, robot observations) go through the pixel encoder; VQ codes stay the
+# target of text to image. Guidance is used by text to image only, so only t2i rows train the unconditional branch.
+# Decoding starts from a fully masked target: a share of the targets is masked whole. Robot and caption rows carry
+# several masked copies of their target against one condition pass.
+CONDITIONS = {"i2t": {"image": ["pixels"]}, "vla": {"image": ["pixels"]}}
+MASKING = {"p_uncond": 0.1, "condition_dropout": {"i2t": 0.0, "vla": 0.0},
+           "full_mask": {"vla": 0.2, "i2t": 0.2}, "target_copies": {"vla": 4, "i2t": 2}}
+PIXEL_ENCODER = {"resolution": 64, "tokens": 16, "channels": [32, 64, 128], "shift": 4}
+
+
+def train_config(out: Path, plan: QuickstartPlan, seed: int = 0) -> dict[str, Any]:
     data = out / "data"
     return {
-        "model": {**plan.model, "attention": "prefix"},
+        "model": {**plan.model, "attention": "prefix", "encoders": {"pixels": PIXEL_ENCODER}},
         "init": {"codebook_embeddings": ["image"]},
         "tokenizers": {"text": str(out / "tokenizers" / "text"), "image": str(out / "tokenizers" / "vq" / "tokenizer"),
                        "action": str(out / "tokenizers" / "actions"), "state": str(out / "tokenizers" / "state")},
-        "sequence": {"caption_length": 24, "max_condition_text": 24, "action_horizon": 8, "action_dim": 4},
+        "sequence": {"caption_length": 24, "max_condition_text": 24, "action_horizon": 8, "action_dim": 4,
+                     "conditions": CONDITIONS},
         # Captions are targets in one canonical wording ("first"); prompts and instructions keep their paraphrases.
         "data": {"streams": [{"dataset": str(data / "digits-tok"), "task": "i2t", "weight": 2.0, "text": "first"},
                              {"dataset": str(data / "digits-tok"), "task": "t2i", "weight": 2.0},
@@ -103,15 +117,15 @@ def train_config(out: Path, plan: QuickstartPlan) -> dict[str, Any]:
                               "text": "first"},
                              {"dataset": str(data / "shapes-tok"), "task": "t2i", "weight": plan.shapes_weight},
                              {"dataset": str(data / "mt10-tok"), "task": "vla", "weight": 2.0}],
-                 "batch_size": plan.batch_size, "shuffle_buffer": 1000},
-        "masking": {"p_uncond": 0.1},
+                 "batch_size": plan.batch_size, "shuffle_buffer": 1000, "seed": seed},
+        "masking": MASKING,
         "optim": {"lr": plan.lr, "warmup": max(20, plan.train_steps // 20)},
-        "train": {"out": str(out / "train"), "steps": plan.train_steps, "log_every": 20,
-                  "checkpoint_every": max(100, plan.train_steps // 4), "keep_last": 1},
+        "train": {"out": str(out / "train"), "steps": plan.train_steps, "log_every": 20, "seed": seed,
+                  "checkpoint_every": max(100, plan.train_steps // 4), "keep_last": 1, "ranks": plan.ranks},
     }
 
 
-def run_quickstart(out: str | Path, mode: str = "quick") -> dict[str, Any]:
+def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0) -> dict[str, Any]:
     import yaml
 
     from unimask.training.stages import StageRunner
@@ -128,12 +142,12 @@ def run_quickstart(out: str | Path, mode: str = "quick") -> dict[str, Any]:
     from unimask.training.data.writers.metaworld import write_metaworld
     from unimask.training.data.writers.shapes import write_shapes
 
-    runner.run("data-digits", lambda: _counts(write_digits(data / "digits")), data / "digits")
+    runner.run("data-digits", lambda: _counts(write_digits(data / "digits", seed=seed)), data / "digits")
     runner.run("data-shapes", lambda: _counts(write_shapes(data / "shapes", train=plan.shapes_train,
-                                                           test=plan.shapes_test)), data / "shapes")
+                                                           test=plan.shapes_test, seed=seed)), data / "shapes")
     runner.run("data-mt10", lambda: _counts(write_metaworld(data / "mt10", train_episodes=plan.mt10_train_episodes,
-                                                            test_episodes=plan.mt10_test_episodes, workers=2)),
-               data / "mt10")
+                                                            test_episodes=plan.mt10_test_episodes, workers=2,
+                                                            seed=seed)), data / "mt10")
 
     def text_tokenizer() -> dict[str, Any]:
         from unimask.tokenizers.text import train_text_tokenizer
@@ -147,8 +161,9 @@ def run_quickstart(out: str | Path, mode: str = "quick") -> dict[str, Any]:
     def vq() -> dict[str, Any]:
         from unimask.training.vq_trainer import VQModelConfig, VQTrainConfig, train_vq
 
-        # configs/vq/tiny-cpu.yaml's settings, sized by the plan.
-        config = VQTrainConfig(data=[str(data / "digits"), str(data / "shapes"), str(data / "mt10")],
+        # configs/vq/tiny-cpu.yaml's settings, sized by the plan. Only images the model writes train the codebook:
+        # the robot's frames are read through the pixel encoder.
+        config = VQTrainConfig(data=[str(data / "digits"), str(data / "shapes")], seed=seed,
                                max_images=plan.vq_max_images, steps=plan.vq_steps, batch_size=16, lr=2e-3, warmup=50,
                                sample_every=plan.vq_steps, checkpoint_every=max(100, plan.vq_steps // 4),
                                model=VQModelConfig(block_out_channels=[16, 32, 64, 64]))
@@ -164,42 +179,41 @@ def run_quickstart(out: str | Path, mode: str = "quick") -> dict[str, Any]:
         vq_tokenizer = get_modality("image").load_tokenizer(tok / "vq" / "tokenizer")
         actions = get_modality("action").load_tokenizer(tok / "actions")
         counts = {}
-        for name in ("digits", "shapes", "mt10"):
-            tokenizers = {"image": vq_tokenizer, **({"action": actions} if name == "mt10" else {})}
-            card = pretokenize_shards(data / name, data / f"{name}-tok", tokenizers)
-            counts[name] = _counts(card)
+        for name, tokenizers in (("digits", {"image": vq_tokenizer}), ("shapes", {"image": vq_tokenizer}),
+                                 ("mt10", {"action": actions})):
+            counts[name] = _counts(pretokenize_shards(data / name, data / f"{name}-tok", tokenizers))
         return counts
 
     runner.run("pretokenize", pretokenize, data)
 
     config_path = out / "train.yaml"
     if not config_path.is_file():
-        atomic_write_text(config_path, yaml.safe_dump(train_config(out, plan), sort_keys=False))
+        atomic_write_text(config_path, yaml.safe_dump(train_config(out, plan, seed), sort_keys=False))
 
     def train() -> dict[str, Any]:
         from unimask.config import load_config
+        from unimask.training.launch import run_training
         from unimask.training.train_config import TrainConfig
-        from unimask.training.trainer import Trainer
 
-        trainer = Trainer(load_config(config_path, TrainConfig))
-        metrics = trainer.train()
-        trainer.export(out / "model")
-        return metrics
+        return run_training(load_config(config_path, TrainConfig), export=str(out / "model"))
 
     runner.run("train", train, out / "model")
 
     def evaluate() -> dict[str, Any]:
         from unimask.training.evaluation.cli import evaluate_checkpoint
+        from unimask.training.launch import available_cores
 
         return evaluate_checkpoint(out / "model", data, out / "eval", tasks=("caption", "t2i", "shapes", "vla"),
                                    caption_limit=plan.eval_caption, t2i_per_class=plan.eval_t2i_per_class,
                                    shapes_limit=plan.eval_shapes, vla_episodes=plan.eval_vla_episodes,
-                                   judge_dir=out / "judge", judge_epochs=plan.judge_epochs)
+                                   vla_workers=available_cores(), judge_dir=out / "judge",
+                                   judge_epochs=plan.judge_epochs)
 
     results = runner.run("eval", evaluate, out / "eval")
     from unimask.training.report import write_report
 
-    report = write_report(out, results, runner.timings(), mode, asdict(plan), time.time() - started)
+    report = write_report(out, results, runner.timings(), mode, {**asdict(plan), "seed": seed},
+                          time.time() - started)
     print(f"report: {report}")
     return results
 
@@ -208,4 +222,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("quickstart", help="build data, tokenizers and one unified model, evaluate, report")
     parser.add_argument("--out", default="runs/quickstart", help="run folder (resumes stage by stage)")
     parser.add_argument("--mode", choices=sorted(PLANS), default="quick", help="quick (~15 min) or full (~90 min)")
-    parser.set_defaults(func=lambda args: run_quickstart(args.out, args.mode) and 0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything the run draws (default 0)")
+    parser.set_defaults(func=lambda args: run_quickstart(args.out, args.mode, args.seed) and 0)

@@ -17,7 +17,7 @@ def _pictures(out: Path, pictures: Path) -> dict[str, str]:
     from unimask.training.data.loader import iterate_samples
     from unimask.training.envs.metaworld import MetaWorldEnv
     from unimask.training.evaluation.robot import eval_seeds, rollout
-    from unimask.training.evaluation.suite import T2I_DECODING, pipeline_policy
+    from unimask.training.evaluation.suite import T2I_DECODING, PipelinePolicy
     from unimask.training.plots import action_comparison_plot, frame_strip, loss_plot
 
     made: dict[str, str] = {}
@@ -46,7 +46,7 @@ def _pictures(out: Path, pictures: Path) -> dict[str, str]:
     made["action chunk (model vs expert)"] = "actions.png"
 
     env = MetaWorldEnv("drawer-open-v3")
-    episode = rollout(pipeline_policy(pipe)("drawer-open-v3"), env, eval_seeds("drawer-open-v3", 1)[0],
+    episode = rollout(PipelinePolicy(pipe)("drawer-open-v3"), env, eval_seeds("drawer-open-v3", 1)[0],
                       record_frames=True)
     env.close()
     Image.fromarray(frame_strip(episode.frames, max_frames=12, scale=2)).save(pictures / "episode.png")

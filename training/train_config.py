@@ -54,6 +54,11 @@ class TrainSection:
     precision: str = "auto"  # "auto" (bf16 on GPUs that have it, else fp32), "fp32" or "bf16"
     peak_flops: float = 0.0  # peak FLOP/s per device for MFU (0: measure a 2048^2 fp32 matmul at start)
     device: str = "auto"  # "auto", "cpu" or "cuda"
+    ranks: int = 1  # CPU data-parallel ranks started here without a launcher: N, or 0 for one per core
+
+    def __post_init__(self) -> None:
+        if self.ranks < 0:
+            raise ValueError(f"train.ranks must be >= 0 (0: one per CPU core), got {self.ranks}.")
 
 
 @dataclass

@@ -11,10 +11,8 @@ The run folder holds `config.yaml` (resolved), `vocab.json`, `checkpoints/`, `te
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict, replace
@@ -37,7 +35,8 @@ from unimask.training.train_config import TrainConfig
 def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedDiffusionTransformer:
     """The model of a train config, sized to the processor's vocabulary and initialised as `init` says."""
     vocab = processor.vocab
-    model_config = replace(config.model, vocab_size=vocab.size)
+    encoders = {name: {**spec, "id": vocab.range_of(name)[0]} for name, spec in config.model.encoders.items()}
+    model_config = replace(config.model, vocab_size=vocab.size, encoders=encoders)
     if config.model.vocab_size not in (0, vocab.size):
         raise ValueError(f"model.vocab_size is {config.model.vocab_size} but the tokenizers make a vocabulary of "
                          f"{vocab.size}; leave model.vocab_size out (it is taken from the tokenizers).")
@@ -92,7 +91,7 @@ class Trainer:
         self.out = Path(tc.out)
         self.checkpoints = self.out / "checkpoints"
 
-        self.processor = Processor.from_folders(config.tokenizers, config.sequence)
+        self.processor = Processor.from_folders(config.tokenizers, config.sequence, config.model.encoders)
         self.vocab = self.processor.vocab
 
         torch.manual_seed(tc.seed)
@@ -289,46 +288,9 @@ def export_checkpoint(run: str | Path, out: str | Path) -> Path:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag)
-    processor = Processor.from_folders(config.tokenizers, config.sequence)
+    processor = Processor.from_folders(config.tokenizers, config.sequence, config.model.encoders)
     model = MaskedDiffusionTransformer(MaskedDiffusionConfig(**json.loads((run / "model_config.json").read_text())))
     if "lm_head.weight" not in state and model.config.tie_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     model.load_state_dict(state)
     return Bundle(model.eval(), processor, mask_schedules(config, processor.vocab)).save(out)
-
-
-# ----- command line -----------------------------------------------------------------------------------------------
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="train the unified model (single process, torchrun or deepspeed)")
-    train.add_argument("--config", required=True, help="YAML config, e.g. configs/tiny-cpu.yaml")
-    train.add_argument("--export", default="", help="after training, write the inference bundle here")
-    train.add_argument("--stop-after", type=int, default=0,
-                       help="stop with a checkpoint after this step (resume later with the same command)")
-    train.add_argument("--dry-run", action="store_true", help="print parameter count and memory per rank, then exit")
-    train.add_argument("--world-size", type=int, default=0, help="ranks assumed by --dry-run (default: the launcher's)")
-    train.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # passed by `deepspeed`
-    train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=100")
-    train.set_defaults(func=_run_train)
-    export = subparsers.add_parser("export", help="write the inference bundle of a run's newest checkpoint")
-    export.add_argument("run", help="run folder (train.out)")
-    export.add_argument("--out", required=True, help="bundle folder")
-    export.set_defaults(func=lambda args: print(f"exported to {export_checkpoint(args.run, args.out)}") or 0)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
-    config = load_config(args.config, TrainConfig, args.overrides)
-    if args.dry_run:
-        from unimask.training.memory import print_estimate
-
-        print_estimate(config, args.world_size or int(os.environ.get("WORLD_SIZE", 1)))
-        return 0
-    trainer = Trainer(config)
-    metrics = trainer.train(stop_after=args.stop_after or None)
-    if args.export and trainer.step == config.train.steps:
-        path = trainer.export(args.export)
-        if path is not None:
-            print(f"exported to {path}")
-    if trainer.rank == 0:
-        print(json.dumps({"step": trainer.step, **{k: v for k, v in metrics.items() if isinstance(v, float)}}))
-    return 0

@@ -64,6 +64,14 @@ class Bundle:
         if self.model.config.vocab_size != self.vocab.size:
             raise VocabError(f"the model has {self.model.config.vocab_size} embedding rows but the vocabulary has "
                              f"{self.vocab.size} ids.")
+        for name, _ in self.vocab.modalities:
+            if not get_modality(name).continuous:
+                continue
+            spec = self.model.config.encoders.get(name)
+            want = {"id": self.vocab.range_of(name)[0], "tokens": self.processor.length(name)}
+            if spec is None or any(spec.get(key) != value for key, value in want.items()):
+                raise VocabError(f"the vocabulary reads {name} through an encoder with {want}, but the model's "
+                                 f"encoders[{name!r}] is {spec}; the model and its processor were not made together.")
 
     def save(self, directory: str | Path) -> Path:
         self.validate()

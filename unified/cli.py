@@ -20,7 +20,7 @@ COMMAND_MODULES = [
     "unimask.training.fit_actions",
     "unimask.training.vq_trainer",
     "unimask.training.data.cli",
-    "unimask.training.trainer",
+    "unimask.training.launch",
     "unimask.training.evaluation.cli",
     "unimask.training.quickstart",
     "unimask.demos.app",

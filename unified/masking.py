@@ -20,8 +20,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .registry import get_modality, modalities
-from .sequence import SequenceBatch
+from .registry import get_modality, get_task, modalities
+from .sequence import TARGET, SequenceBatch, repeat_targets
 from .vocab import UnifiedVocab
 
 MaskSchedule = Callable[[torch.Tensor], torch.Tensor]
@@ -66,18 +66,34 @@ class MaskingConfig:
     schedules: dict[str, str] = field(default_factory=dict)  # modality -> mask schedule; unset: the modality's own
     eps: float = 1e-3  # t is drawn from (eps, 1) so the 1/p weight stays bounded
     p_uncond: float = 0.1  # probability that a conditional sequence's condition is replaced by [MASK] (for CFG)
+    condition_dropout: dict[str, float] = field(default_factory=dict)  # per task, instead of p_uncond (0: never)
+    full_mask: dict[str, float] = field(default_factory=dict)  # per task: P(a target is masked whole, t = 1)
+    target_copies: dict[str, int] = field(default_factory=dict)  # per task: masked copies per condition pass
     complementary: bool = False  # also train on the complement of each mask, so every target token is supervised
     task_weights: dict[str, float] = field(default_factory=dict)  # per-task loss weights; missing tasks weigh 1
 
     def __post_init__(self) -> None:
         if not 0 < self.eps < 1:
             raise ValueError(f"`eps` must be in (0, 1), got {self.eps}.")
-        if not 0 <= self.p_uncond < 1:
-            raise ValueError(f"`p_uncond` must be in [0, 1), got {self.p_uncond}.")
+        for name, values, low, high in (("p_uncond", {"*": self.p_uncond}, 0, 1),
+                                        ("condition_dropout", self.condition_dropout, 0, 1),
+                                        ("full_mask", self.full_mask, 0, 1.0000001)):
+            for task, value in values.items():
+                if not low <= value < high:
+                    raise ValueError(f"`{name}` of {task} must be in [0, 1{')' if high == 1 else ']'}, got {value}.")
+        for task, copies in self.target_copies.items():
+            if not isinstance(copies, int) or copies < 1:
+                raise ValueError(f"`target_copies` of {task} must be an integer >= 1, got {copies!r}.")
+        for task in {*self.condition_dropout, *self.full_mask, *self.target_copies, *self.task_weights}:
+            get_task(task)
         for modality, name in self.schedules.items():
             if modality not in modalities():
                 raise ValueError(f"`schedules` has unknown modality {modality!r}; registered: {sorted(modalities())}.")
             get_mask_schedule(name)
+
+    def dropout_of(self, task: str) -> float:
+        """The probability that a `task` sequence trains the unconditional branch (its condition all [MASK])."""
+        return self.condition_dropout.get(task, self.p_uncond)
 
     def schedule_of(self, modality: str) -> str:
         """The mask schedule a target of `modality` trains with."""
@@ -92,7 +108,7 @@ class MaskedBatch:
     input_ids: torch.Tensor  # (B, L) noisy ids fed to the model
     masked: torch.Tensor  # (B, L) bool: target positions replaced by [MASK] (the loss positions)
     p_mask: torch.Tensor  # (B, L) float: probability with which each position was masked
-    t: torch.Tensor  # (B,) the sampled times
+    t: torch.Tensor  # (B, C) the sampled time of each of a row's C target copies
     condition_dropped: torch.Tensor  # (B,) bool: condition replaced by [MASK] for the unconditional branch
 
 
@@ -114,27 +130,37 @@ def stratified_times(batch_size: int, eps: float, generator: torch.Generator | N
 
 def mask_probabilities(batch: SequenceBatch, t: torch.Tensor, vocab: UnifiedVocab, config: MaskingConfig
                        ) -> torch.Tensor:
-    """(B, L) float: schedule_{modality}(t_row) at target payload positions, 0 elsewhere."""
+    """(B, L) float: schedule_{modality}(t of the position's target copy) at target payload positions, 0 elsewhere."""
     p = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=batch.input_ids.device)
     target = batch.target_mask
+    t_position = t.float().gather(1, (batch.segment_ids - TARGET).clamp(min=0, max=t.shape[1] - 1))  # (B, L)
     for index in torch.unique(batch.modality_ids[target]).tolist():
         where = target & (batch.modality_ids == index)
-        p_row = get_mask_schedule(config.schedule_of(vocab.modality_names[index]))(t.float())  # (B,)
-        p = torch.where(where, p_row[:, None].expand_as(p), p)
+        p = torch.where(where, get_mask_schedule(config.schedule_of(vocab.modality_names[index]))(t_position), p)
     return p
 
 
 def forward_process(batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingConfig,
                     generator: torch.Generator | None = None) -> MaskedBatch:
-    """Mask target tokens (and drop conditions) as the training objective prescribes."""
+    """Mask target tokens (and drop conditions) as the training objective prescribes: rows of a task with
+    `target_copies` get that many differently masked copies of their target, a `full_mask` share of the copies is
+    masked whole (the state decoding starts from), and a task's `condition_dropout` share of rows trains the
+    unconditional branch."""
     device = batch.input_ids.device
-    rows = len(batch)
-    t = stratified_times(rows, config.eps, generator, device)
+    copies = torch.tensor([config.target_copies.get(task, 1) for task in batch.tasks])
+    if bool((copies > 1).any()):
+        batch = repeat_targets(batch, copies)
+    rows, columns = len(batch), int(copies.max())
+    t = stratified_times(rows * columns, config.eps, generator, device).view(rows, columns)
+    if config.full_mask:
+        whole = torch.tensor([config.full_mask.get(task, 0.0) for task in batch.tasks], device=device)
+        t = torch.where(torch.rand(t.shape, generator=generator, device=device) < whole[:, None], 1.0, t)
     p = mask_probabilities(batch, t, vocab, config)
     target = batch.target_mask
     masked = target & (torch.rand(p.shape, generator=generator, device=device) < p)
     has_condition = batch.condition_mask.any(dim=1)
-    dropped = has_condition & (torch.rand(rows, generator=generator, device=device) < config.p_uncond)
+    dropout = torch.tensor([config.dropout_of(task) for task in batch.tasks], device=device)
+    dropped = has_condition & (torch.rand(rows, generator=generator, device=device) < dropout)
     if config.complementary:
         batch = batch.repeat(2)
         complement = target & ~masked

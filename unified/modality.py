@@ -97,6 +97,10 @@ class Modality:
         """Codes per segment, or None when the length varies (text)."""
         return int(tokenizer.num_tokens)
 
+    def tokenizer_for(self, encoder: dict[str, Any]) -> Any:
+        """Continuous modalities: the input preparation matching a model config's encoder entry (`encoders[name]`)."""
+        raise NotImplementedError(f"modality {self.name!r} is discrete: its tokenizer comes from a folder.")
+
     def encode(self, tokenizer: Any, values: Sequence[Any], settings: Any) -> list[np.ndarray]:
         """Codes [N] (int64, in [0, vocab_size)) of each value; one call per batch so encoders can batch. A
         continuous modality returns its encoder input per value instead (the model embeds it)."""

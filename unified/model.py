@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .atomic import atomic_write, atomic_write_text
+from .encoders import build_encoder
 from .sequence import CONDITION, PAD_SEGMENT, TARGET
 
 CONFIG_FILE = "config.json"
@@ -45,6 +46,7 @@ class MaskedDiffusionConfig:
     attention: str = "prefix"  # "prefix": condition attends to itself only (exact prefix cache); "full": all-to-all
     dropout: float = 0.0  # dropout on attention and residual branches during training
     init_std: float = 0.02  # std of the normal initialisation
+    encoders: dict[str, dict] = field(default_factory=dict)  # continuous inputs: modality -> encoder settings
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -67,7 +69,7 @@ class MaskedDiffusionConfig:
         return self.d_model // self.n_heads
 
     def num_parameters(self) -> int:
-        """Parameter count implied by the config (embeddings counted once when tied)."""
+        """Parameter count implied by the config (embeddings counted once when tied; encoders not counted)."""
         kv = self.n_kv_heads * self.head_dim
         attention = self.d_model * (2 * self.d_model + 2 * kv)
         mlp = 3 * self.d_model * self.ffn_hidden
@@ -106,14 +108,20 @@ def attention_mask_from_segments(query_segments: torch.Tensor, key_segments: tor
                                  mode: str = "prefix") -> torch.Tensor:
     """Bool (B, Lq, Lk), True where a query may attend to a key.
 
-    Keys at padding are never attended. In "prefix" mode a condition query sees only condition keys; a target query
-    sees every key. Padding queries see every key so their softmax is defined (their outputs are ignored).
+    Keys at padding are never attended. In "prefix" mode a query sees the condition and its own segment: a condition
+    query sees only condition keys, a target query the condition and the target. A row may carry several copies of
+    its target (segments 2, 3, ...: differently masked copies trained against one condition pass); each copy sees
+    the condition and itself only, so every copy is exactly the one-target sequence. Padding queries see every key
+    so their softmax is defined (their outputs are ignored).
     """
     q = query_segments[:, :, None]
     k = key_segments[:, None, :]
     allowed = k != PAD_SEGMENT
     if mode == "prefix":
-        allowed = allowed & ((q == TARGET) | (k == CONDITION))
+        allowed = allowed & ((k == CONDITION) | (q == k))
+    elif bool((key_segments > TARGET).any()):
+        raise ValueError("target copies (segments > 2) need attention='prefix': with full attention they would see "
+                         "each other.")
     return allowed | (q == PAD_SEGMENT)
 
 
@@ -218,6 +226,9 @@ class MaskedDiffusionTransformer(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.apply(self._init_weights)
+        # Built after the normal init: the encoders keep PyTorch's convolution init.
+        self.encoders = nn.ModuleDict({name: build_encoder(spec, config.d_model)
+                                       for name, spec in config.encoders.items()})
         # Residual projections start smaller so the stream's variance does not grow with depth (GPT-2).
         for name, param in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -248,6 +259,30 @@ class MaskedDiffusionTransformer(nn.Module):
         weight = self.embed_tokens.weight
         weight[start:start + len(features)] = rows.to(device=weight.device, dtype=weight.dtype)
 
+    def _embed(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token embeddings, with each continuous input's encoder tokens at its placeholder positions (a row holds
+        all of an input's tokens, or none when its condition was dropped)."""
+        x = self.embed_tokens(input_ids)
+        for name, values in features.items():
+            if name not in self.encoders:
+                raise ValueError(f"this model has no encoder for the continuous input {name!r}; it has "
+                                 f"{sorted(self.encoders)}.")
+            encoder = self.encoders[name]
+            placeholders = input_ids == encoder.config.id  # (B, L)
+            counts = placeholders.sum(dim=1)
+            if bool(((counts != 0) & (counts != encoder.config.tokens)).any()):
+                raise ValueError(f"every row must hold {encoder.config.tokens} {name} placeholders or none, got "
+                                 f"{sorted(set(counts.tolist()))}.")
+            rows = counts > 0
+            if len(values) != len(input_ids):
+                raise ValueError(f"{name} features have {len(values)} rows for a batch of {len(input_ids)}.")
+            if bool(rows.any()):
+                tokens = encoder(values[rows]).to(x.dtype)  # (rows, tokens, d)
+                scattered = torch.zeros_like(x)
+                scattered[placeholders] = tokens.reshape(-1, x.shape[-1])
+                x = torch.where(placeholders[..., None], scattered, x)
+        return x
+
     @property
     def device(self) -> torch.device:
         return self.embed_tokens.weight.device
@@ -274,10 +309,9 @@ class MaskedDiffusionTransformer(nn.Module):
         position_ids: (B, L); None means 0..L-1 after any prefix cache.
         prefix_cache: keys/values of the condition computed earlier (`return_prefix_cache=True` on a forward over
         the condition alone); `input_ids` then hold only the target segment.
-        features: continuous inputs by modality (the batch's `features`); this model has no encoder for any.
+        features: continuous inputs by modality (the batch's `features`, e.g. pixels (B, 3, R, R)); their encoder's
+        tokens replace the embeddings at the modality's placeholder positions.
         """
-        if features:
-            raise ValueError(f"this model has no encoder for the continuous inputs {sorted(features)}.")
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"`input_ids` must be a non-empty (batch, length) tensor, got shape {tuple(input_ids.shape)}.")
         B, L = input_ids.shape
@@ -307,7 +341,7 @@ class MaskedDiffusionTransformer(nn.Module):
         else:
             mask = attention_mask_from_segments(segment_ids, segment_ids, self.config.attention)
 
-        x = self.embed_tokens(input_ids)  # (B, L, d)
+        x = self._embed(input_ids, features or {})  # (B, L, d)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
         keys, values = [], []
         for i, block in enumerate(self.blocks):
@@ -323,7 +357,7 @@ class MaskedDiffusionTransformer(nn.Module):
         if return_prefix_cache:
             if prefix_cache is not None:
                 raise ValueError("`return_prefix_cache` builds a cache from a condition; do not pass one in as well.")
-            if bool((segment_ids == TARGET).any()) and self.config.attention == "prefix":
+            if bool((segment_ids >= TARGET).any()) and self.config.attention == "prefix":
                 raise ValueError("build a prefix cache from the condition segment alone (no target positions).")
             if self.config.attention != "prefix":
                 raise ValueError("an exact prefix cache needs attention='prefix'; this model uses full attention.")

@@ -72,10 +72,13 @@ class Processor:
 
     # ----- construction -------------------------------------------------------------------------------------------
     @classmethod
-    def from_folders(cls, folders: Mapping[str, str | Path], settings: SequenceSettings) -> "Processor":
-        """Load each modality's tokenizer from its folder (`{"text": dir, "image": dir, ...}`; empty = absent)."""
-        return cls({name: get_modality(name).load_tokenizer(folder) for name, folder in folders.items() if folder},
-                   settings)
+    def from_folders(cls, folders: Mapping[str, str | Path], settings: SequenceSettings,
+                     encoders: Mapping[str, dict] | None = None) -> "Processor":
+        """Load each modality's tokenizer from its folder (`{"text": dir, "image": dir, ...}`; empty = absent), and
+        make the input preparation of each continuous modality from the model's `encoders` entries."""
+        loaded = {name: get_modality(name).load_tokenizer(folder) for name, folder in folders.items() if folder}
+        made = {name: get_modality(name).tokenizer_for(spec) for name, spec in (encoders or {}).items()}
+        return cls({**loaded, **made}, settings)
 
     def _make_vocab(self, names: list[str]) -> UnifiedVocab:
         text = get_modality("text")
@@ -109,8 +112,10 @@ class Processor:
             template = template.replace_condition(modality, *replacements)
         missing = [s.modality for s in template.segments if not s.optional and not self.vocab.has(s.modality)]
         if missing:
+            fix = " and ".join(f"model.encoders.{m}" if get_modality(m).continuous else f"tokenizers.{m}"
+                               for m in missing)
             raise VocabError(f"task {task!r} needs {missing} ids, which this model's vocabulary lacks; train with "
-                             f"tokenizers for {missing}.")
+                             f"{fix}.")
         return template
 
     def length(self, modality: str, target: bool = True) -> int:

@@ -1,6 +1,6 @@
 """The registered modalities and task templates: the one place that lists them.
 
-Built-in modalities (text, image, action, state) are defined beside their tokenizers in `unimask.tokenizers` and
+Built-in modalities (text, image, action, state, pixels) are defined beside their tokenizers in `unimask.tokenizers` and
 registered here the first time the registry is asked; a new modality is one subclass of `unimask.modality.Modality`
 and one `register_modality(...)` call, a new task one `register_task(TaskTemplate(...))`. The vocabulary, the
 masking, the loader, pre-tokenizing, the bundle and the pipeline all ask this registry.
@@ -29,9 +29,10 @@ def _builtin_modalities() -> None:
         return
     from unimask.tokenizers.action.modalities import ActionModality, StateModality
     from unimask.tokenizers.image import ImageModality
+    from unimask.tokenizers.pixels import PixelModality
     from unimask.tokenizers.text import TextModality
 
-    for modality in (TextModality(), ImageModality(), ActionModality(), StateModality()):
+    for modality in (TextModality(), ImageModality(), ActionModality(), StateModality(), PixelModality()):
         _MODALITIES[modality.name] = modality
 
 

@@ -69,8 +69,8 @@ class SequenceBatch:
 
     @property
     def target_mask(self) -> torch.Tensor:
-        """(B, L) bool: the target payload, i.e. where the model writes and the loss is taken."""
-        return self.content_mask & (self.segment_ids == TARGET)
+        """(B, L) bool: the target payload (of every target copy), i.e. where the model writes and the loss is taken."""
+        return self.content_mask & (self.segment_ids >= TARGET)
 
     @property
     def condition_mask(self) -> torch.Tensor:
@@ -198,6 +198,34 @@ class SequenceBuilder:
             if delimiters:
                 p.add(self._special(delimiters[1]), role, False, vocab.modality_index("special"))
         return p.build(template.name, dict(features or {}))
+
+
+def repeat_targets(batch: SequenceBatch, copies: torch.Tensor) -> SequenceBatch:
+    """Each row with its target repeated `copies[row]` times after its condition (right-padded): copy j has segment id
+    TARGET + j and the target's own position ids, so with prefix attention every copy is the one-target sequence
+    (`unimask.model.attention_mask_from_segments`) and one condition pass supervises several maskings of the target."""
+    rows = []
+    for row in range(len(batch)):
+        keep = batch.segment_ids[row] != PAD_SEGMENT
+        condition = keep & (batch.segment_ids[row] == CONDITION)
+        target = keep & (batch.segment_ids[row] == TARGET)
+        parts = {name: [getattr(batch, name)[row][condition]] for name in ("input_ids", "segment_ids",
+                                                                            "content_mask", "modality_ids",
+                                                                            "position_ids")}
+        for copy in range(int(copies[row])):
+            for name in parts:
+                value = getattr(batch, name)[row][target]
+                parts[name].append(value + copy if name == "segment_ids" else value)
+        rows.append({name: torch.cat(values) for name, values in parts.items()})
+    length = max(len(r["input_ids"]) for r in rows)
+    out = {}
+    # Padding ids are never attended to nor scored: any valid id does, 0 (a text id) is one.
+    for name, fill in (("input_ids", 0), ("segment_ids", PAD_SEGMENT), ("content_mask", False), ("modality_ids", 1),
+                       ("position_ids", 0)):
+        like = getattr(batch, name)
+        out[name] = torch.stack([torch.cat([r[name], torch.full((length - len(r[name]),), fill, dtype=like.dtype,
+                                                                device=like.device)]) for r in rows])
+    return SequenceBatch(**out, tasks=list(batch.tasks), features=dict(batch.features))
 
 
 def collate(sequences: Sequence[TokenSequence], pad_id: int, padding_side: str = "right",

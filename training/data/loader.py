@@ -48,7 +48,7 @@ from unimask.processor import Processor
 from unimask.registry import get_modality, get_task
 from unimask.sequence import SequenceError, TokenSequence, collate
 
-from .format import SKIP_REASONS, DataError, SkipCounter, resolve_shards
+from .format import DataError, SkipCounter, resolve_shards
 
 _MAX_WORKERS = 256
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from unimask.atomic import atomic_write_text
+from unimask.training.launch import available_cores
 
 from . import suite
 
@@ -84,6 +85,7 @@ def _save_grid(images: np.ndarray, path: Path, columns: int = 10) -> None:
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Path,
                         tasks: Sequence[str] = suite.TASKS, caption_limit: int = 200, t2i_per_class: int = 10,
                         shapes_limit: int = 100, vla_episodes: int = 5, vla_seeds: list[int] | None = None,
+                        vla_workers: int = 1, vla_decoding: dict[str, Any] | None = None,
                         judge_dir: str | Path | None = None, judge_epochs: int = 8, clip_limit: int = 100,
                         clip: str | Path | None = None, clip_weights: str | Path | None = None) -> dict[str, Any]:
     """Run the chosen tasks on a checkpoint; writes results.json / results.md / pictures into `out`.
@@ -123,7 +125,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pat
         timings["shapes"] = time.time() - start
     if "vla" in tasks:
         start = time.time()
-        results["vla"] = suite.evaluate_vla(pipe, episodes=vla_episodes, seeds=vla_seeds)
+        decoding = {**suite.VLA_DECODING, **(vla_decoding or {})}
+        results["vla"] = suite.evaluate_vla(checkpoint if vla_workers > 1 else pipe, episodes=vla_episodes,
+                                            seeds=vla_seeds, workers=vla_workers, **decoding)
+        results["vla"]["decoding"] = decoding
         timings["vla"] = time.time() - start
     if "clip" in tasks:
         from .clip import CLIP_CONFIG, ClipScorer
@@ -152,6 +157,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="", help="results folder (default: CHECKPOINT/../eval)")
     parser.add_argument("--judge", default="", help="judge folder (trained on real digits when missing)")
     parser.add_argument("--episodes", type=int, default=5, help="closed-loop episodes per MT10 task")
+    parser.add_argument("--workers", type=int, default=0, help="processes for MT10 rollouts (default: one per core)")
+    parser.add_argument("--execute-steps", type=int, default=0,
+                        help=f"actions executed per chunk before re-planning (default {suite.VLA_DECODING['execute_steps']})")
+    parser.add_argument("--action-steps", type=int, default=0,
+                        help=f"decoding steps per action chunk (default {suite.VLA_DECODING['steps']})")
     parser.add_argument("--seeds", default="", help="comma-separated episode offsets (default: held-out eval seeds)")
     parser.add_argument("--limit", type=int, default=200, help="held-out samples for caption / shapes (clip: at "
                                                                 "most 100 per dataset)")
@@ -183,6 +193,9 @@ def _run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     results = evaluate_checkpoint(args.target, args.data, out, tasks=tasks, caption_limit=args.limit,
                                   shapes_limit=args.limit, vla_episodes=args.episodes, vla_seeds=seeds,
+                                  vla_workers=args.workers or available_cores(),
+                                  vla_decoding={k: v for k, v in (("execute_steps", args.execute_steps),
+                                                                  ("steps", args.action_steps)) if v},
                                   judge_dir=args.judge or None, clip_limit=min(args.limit, 100),
                                   clip=args.clip or None, clip_weights=args.clip_weights or None)
     print((out / "results.md").read_text())

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from unimask.training.envs.metaworld import MT10_TASKS, MetaWorldEnv, make_policy
+from unimask.training.envs.metaworld import MT10_TASKS, MetaWorldEnv
 
 EVAL_SEED_BASE = 10**8
 Policy = Callable[[dict[str, Any]], np.ndarray]
@@ -62,42 +62,64 @@ def rollout(policy: Policy, env: MetaWorldEnv, seed: int, execute_steps: int | N
                 return result
 
 
-def expert_policy(task: str) -> Policy:
-    """The scripted Meta-World expert as an oracle baseline (reads the privileged observation; one-step chunks)."""
-    expert = make_policy(task)
-    return lambda obs: np.clip(expert.get_action(obs["privileged"]), -1, 1)[None]
+def _run_episodes(make_policy_for: Callable[[str], Policy], jobs: list[tuple[str, int]], image_size: int,
+                  camera: str, max_steps: int, execute_steps: int | None, progress: Any = None) -> list[Rollout]:
+    """Rollouts of (task, seed) jobs, one environment and policy per task, in job order."""
+    results, env, policy, current = [], None, None, None
+    for task, seed in jobs:
+        if task != current:
+            if env is not None:
+                env.close()
+            env, policy, current = MetaWorldEnv(task, image_size, camera, max_steps), make_policy_for(task), task
+        results.append(rollout(policy, env, seed, execute_steps))
+        if progress is not None:
+            progress.update(1)
+    if env is not None:
+        env.close()
+    return results
+
+
+def _worker_episodes(args: tuple) -> list[Rollout]:
+    return _run_episodes(*args)
 
 
 def evaluate_policy(make_policy_for: Callable[[str], Policy], tasks: Sequence[str] = MT10_TASKS,
                     episodes: int = 5, seeds: dict[str, list[int]] | None = None, image_size: int = 64,
                     camera: str = "front", max_steps: int = 200, execute_steps: int | None = None,
-                    progress: bool = True) -> dict[str, Any]:
-    """Per-task and average success, mean episode length and policy latency per chunk."""
+                    progress: bool = True, workers: int = 1) -> dict[str, Any]:
+    """Per-task and average success with standard errors, mean episode length and policy latency per chunk.
+
+    `workers > 1` runs the episodes in that many processes (spawned; `make_policy_for` must then be picklable, like
+    `PipelinePolicy`), each on its own share of the tasks."""
     from tqdm.auto import tqdm
 
+    jobs = [(task, seed) for task in tasks for seed in ((seeds or {}).get(task) or eval_seeds(task, episodes))]
+    settings = (image_size, camera, max_steps, execute_steps)
+    if workers > 1:
+        import multiprocessing
+
+        shares = [[job for i, job in enumerate(jobs) if i * workers // len(jobs) == w] for w in range(workers)]
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            rollouts = [r for share in pool.map(_worker_episodes, [(make_policy_for, share, *settings)
+                                                                   for share in shares]) for r in share]
+    else:
+        with tqdm(total=len(jobs), desc="mt10 rollouts", disable=not progress) as bar:
+            rollouts = _run_episodes(make_policy_for, jobs, *settings, progress=bar)
     per_task: dict[str, dict[str, Any]] = {}
-    latencies: list[float] = []
-    bar = tqdm(total=len(tasks) * episodes, desc="mt10 rollouts", disable=not progress)
     for task in tasks:
-        env = MetaWorldEnv(task, image_size=image_size, camera=camera, max_steps=max_steps)
-        policy = make_policy_for(task)
-        task_seeds = (seeds or {}).get(task) or eval_seeds(task, episodes)
-        results = []
-        for seed in task_seeds:
-            results.append(rollout(policy, env, seed, execute_steps))
-            bar.update(1)
-        env.close()
-        latencies += [s for r in results for s in r.chunk_latency_s]
-        per_task[task] = {"success": float(np.mean([r.success for r in results])),
-                          "mean_steps": float(np.mean([r.steps for r in results])),
-                          "seeds": [r.seed for r in results],
-                          "successes": [r.success for r in results]}
-        bar.set_postfix(task=task, success=f"{per_task[task]['success']:.2f}")
-    bar.close()
+        done = [r for r in rollouts if r.task == task]
+        success = float(np.mean([r.success for r in done]))
+        per_task[task] = {"success": success, "standard_error": float(np.sqrt(success * (1 - success) / len(done))),
+                          "mean_steps": float(np.mean([r.steps for r in done])), "seeds": [r.seed for r in done],
+                          "successes": [r.success for r in done]}
+    latencies = [s for r in rollouts for s in r.chunk_latency_s]
+    stratified = np.sqrt(sum(v["standard_error"] ** 2 for v in per_task.values())) / len(per_task)
     return {"average_success": float(np.mean([v["success"] for v in per_task.values()])),
-            "n": sum(len(v["successes"]) for v in per_task.values()),  # episodes in all
+            "standard_error": float(stratified),
+            "n": len(rollouts),  # episodes in all
             "mean_steps": float(np.mean([v["mean_steps"] for v in per_task.values()])),
             "latency_per_chunk_s": float(np.mean(latencies)) if latencies else None,
+            "median_latency_per_chunk_s": float(np.median(latencies)) if latencies else None,
             "per_task": per_task,
             "settings": {"episodes": episodes, "image_size": image_size, "camera": camera, "max_steps": max_steps,
-                         "execute_steps": execute_steps}}
+                         "execute_steps": execute_steps, "workers": workers}}

@@ -27,6 +27,8 @@ TASKS = ("caption", "t2i", "shapes", "vla", "clip")
 # Sharper sampling draws cleaner digits but empties shapes scenes (`benchmarks/t2i_decoding.py` measures both), so
 # the metrics keep the defaults rather than a setting tuned to one of them. Keyword arguments override it.
 T2I_DECODING = {"steps": 12, "guidance_scale": 3.0, "temperature": 1.0, "choice_temperature": 4.5}
+# Closed-loop robot evaluation: decoding steps per action chunk and actions executed before re-planning.
+VLA_DECODING = {"steps": 2, "execute_steps": 8}
 
 
 def iter_test_samples(directory: str | Path, limit: int | None = None, split: str = "test") -> Iterator[dict[str, Any]]:
@@ -127,31 +129,56 @@ def evaluate_clip(pipeline, data_dir: str | Path, scorer, limit: int = 100, batc
             **reference_scores(real, prompts)}
 
 
-def pipeline_policy(pipeline, **generate: Any):
-    """A closed-loop policy from a pipeline: `act` on the current frame, instruction and state."""
+class PipelinePolicy:
+    """A closed-loop policy factory: `act` of a pipeline on the current frame, instruction and state. Give the
+    pipeline, or a checkpoint folder (loaded once per process: the factory can be sent to worker processes)."""
 
-    def make(task: str):
+    def __init__(self, pipeline: Any, **generate: Any):
+        self.source = pipeline
+        self.generate = generate
+        self._pipeline = None if isinstance(pipeline, (str, Path)) else pipeline
+
+    def __getstate__(self) -> dict[str, Any]:
+        if isinstance(self.source, (str, Path)):
+            return {"source": self.source, "generate": self.generate, "_pipeline": None}
+        raise TypeError("a PipelinePolicy of an in-memory pipeline cannot go to another process; give the "
+                        "checkpoint folder instead.")
+
+    @property
+    def pipeline(self) -> Any:
+        if self._pipeline is None:
+            import torch
+
+            from unimask.pipeline import UnifiedPipeline
+
+            torch.set_num_threads(1)
+            self._pipeline = UnifiedPipeline.from_pretrained(self.source)
+        return self._pipeline
+
+    def __call__(self, task: str):
+        pipeline = self.pipeline
+
         def policy(obs: dict[str, Any]) -> np.ndarray:
             state = obs["state"][None] if pipeline.uses_state else None
-            return pipeline.act([obs["image"]], [obs["instruction"]], state=state, **generate)[0]
+            return pipeline.act([obs["image"]], [obs["instruction"]], state=state, **self.generate)[0]
 
         return policy
 
-    return make
-
 
 def evaluate_vla(pipeline, episodes: int = 5, tasks: tuple[str, ...] | None = None, seeds: list[int] | None = None,
-                 image_size: int = 64, camera: str = "front", execute_steps: int | None = None,
+                 image_size: int = 64, camera: str = "front", execute_steps: int | None = None, workers: int = 1,
                  **generate: Any) -> dict[str, Any]:
-    """Closed-loop MT10 success of the pipeline's `act`, `episodes` per task."""
+    """Closed-loop MT10 success of the pipeline's `act`, `episodes` per task (`pipeline`: a pipeline, or a checkpoint
+    folder, which `workers > 1` needs)."""
     from .robot import MT10_TASKS, eval_seeds, evaluate_policy
 
     tasks = tasks or MT10_TASKS
     seed_map = None
     if seeds:
         seed_map = {task: [s + MT10_TASKS.index(task) * 10**4 for s in seeds] for task in tasks}
-    result = evaluate_policy(pipeline_policy(pipeline, **generate), tasks=tasks, episodes=episodes,
-                             seeds=seed_map, image_size=image_size, camera=camera, execute_steps=execute_steps)
+    result = evaluate_policy(PipelinePolicy(pipeline, **generate), tasks=tasks, episodes=episodes,
+                             seeds=seed_map, image_size=image_size, camera=camera, execute_steps=execute_steps,
+                             workers=workers)
     result["default_seeds"] = seeds is None
     if seeds is None:
         result["seed_rule"] = f"eval_seeds(task, {episodes}) = {eval_seeds(tasks[0], 1)[0]} + task_index * 10**4 + i"

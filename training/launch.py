@@ -1,0 +1,109 @@
+"""`unimask train` and `unimask export`, and where training runs: one process, or one data-parallel rank per CPU core.
+
+A CPU machine trains fastest with one single-threaded rank per core (torch DDP over gloo, each rank on its own share
+of the data; two-thread torch on one process is slower on the 2-core machines this was measured on, see the README).
+`train.ranks` says how many ranks to start here: 1 (one process, the default), N, or 0 (one per available core).
+A process started by a launcher (`torchrun`, `deepspeed`: it has RANK set) or a machine with GPUs is left alone:
+the launcher decides there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+from typing import Any
+
+import torch
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def local_ranks(config: Any) -> int:
+    """How many ranks `run_training` starts on this machine for `config`."""
+    if "RANK" in os.environ or torch.cuda.is_available():
+        return 1
+    return config.train.ranks or available_cores()
+
+
+def run_training(config: Any, export: str | None = None, stop_after: int | None = None) -> dict[str, Any]:
+    """Train (resuming if the run folder has a checkpoint) and export when the last step is reached; returns rank 0's
+    final metrics, with `step`, `ranks` and `export`."""
+    ranks = local_ranks(config)
+    if ranks == 1:
+        return {**_train(config, export, stop_after), "ranks": 1}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = torch.multiprocessing.get_context("spawn")
+    results = context.SimpleQueue()
+    torch.multiprocessing.spawn(_rank, args=(ranks, port, config, export, stop_after, results), nprocs=ranks)
+    return {**results.get(), "ranks": ranks}
+
+
+def _rank(rank: int, world: int, port: int, config: Any, export: str | None, stop_after: int | None,
+          results: Any) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+    torch.set_num_threads(1)
+    result = _train(config, export, stop_after)
+    if rank == 0:
+        results.put(result)
+
+
+def _train(config: Any, export: str | None, stop_after: int | None) -> dict[str, Any]:
+    from unimask.training.trainer import Trainer
+
+    trainer = Trainer(config)
+    metrics = trainer.train(stop_after=stop_after)
+    path = trainer.export(export) if export and trainer.step == config.train.steps else None
+    return {"step": trainer.step, "export": str(path) if path else None,
+            **{k: v for k, v in metrics.items() if isinstance(v, float)}}
+
+
+# ----- command line -----------------------------------------------------------------------------------------------
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train the unified model (single process, torchrun or deepspeed)")
+    train.add_argument("--config", required=True, help="YAML config, e.g. configs/tiny-cpu.yaml")
+    train.add_argument("--export", default="", help="after training, write the inference bundle here")
+    train.add_argument("--stop-after", type=int, default=0,
+                       help="stop with a checkpoint after this step (resume later with the same command)")
+    train.add_argument("--dry-run", action="store_true", help="print parameter count and memory per rank, then exit")
+    train.add_argument("--world-size", type=int, default=0, help="ranks assumed by --dry-run (default: the launcher's)")
+    train.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # passed by `deepspeed`
+    train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=100")
+    train.set_defaults(func=_run_train)
+    export = subparsers.add_parser("export", help="write the inference bundle of a run's newest checkpoint")
+    export.add_argument("run", help="run folder (train.out)")
+    export.add_argument("--out", required=True, help="bundle folder")
+    export.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from unimask.training.trainer import export_checkpoint
+
+    print(f"exported to {export_checkpoint(args.run, args.out)}")
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from unimask.config import load_config
+    from unimask.training.train_config import TrainConfig
+
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
+    config = load_config(args.config, TrainConfig, args.overrides)
+    if args.dry_run:
+        from unimask.training.memory import print_estimate
+
+        print_estimate(config, args.world_size or int(os.environ.get("WORLD_SIZE", 1)))
+        return 0
+    result = run_training(config, args.export or None, args.stop_after or None)
+    if int(os.environ.get("RANK", 0)) == 0:
+        if result["export"]:
+            print(f"exported to {result['export']}")
+        print(json.dumps(result))
+    return 0

@@ -1,0 +1,98 @@
+"""Encoders of continuous conditions: the model embeds them at placeholder positions instead of through its table.
+
+An image that is only read (the caption source, the robot observation) need not pass through the VQ codebook:
+understanding works best from continuous features of the raw pixels, while generation needs discrete codes (Janus,
+Show-o2; Discrete Diffusion VLA conditions its action decoder on continuous vision features). `ConvPixelEncoder` is
+a small convolutional stem trained end to end with the Transformer:
+
+    uint8 (B, 3, R, R) -> [random shift, training only] -> conv k4 s2 -> (conv k3 s2) x n -> 1x1 to d_model
+      -> adaptive average pool to a sqrt(tokens) x sqrt(tokens) grid -> + learned position per cell -> (B, tokens, d)
+
+Random shift (DrQ: pad by replicating the border, crop back at a random offset) is the augmentation that helps
+behaviour cloning from few demonstrations most; it is applied per image, in training mode only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class PixelEncoderConfig:
+    resolution: int = 64  # side of the square input in pixels (the pixel preprocessor resizes to it)
+    tokens: int = 16  # output tokens: a square grid (4 x 4, 8 x 8, ...) pooled from the last feature map
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # widths of the stride-2 convolutions
+    shift: int = 4  # random-shift augmentation in pixels during training (0: off)
+    id: int = -1  # the placeholder token id whose positions receive the encoder's tokens (set from the vocabulary)
+
+    def __post_init__(self) -> None:
+        side = math.isqrt(self.tokens)
+        if self.tokens < 1 or side * side != self.tokens:
+            raise ValueError(f"`tokens` must be a square number (4, 16, 64, ...), got {self.tokens}.")
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ValueError(f"`channels` must be a non-empty list of widths >= 1, got {self.channels}.")
+        grid = self.resolution // 2 ** len(self.channels)
+        if grid < side:
+            raise ValueError(f"{len(self.channels)} stride-2 convolutions leave a {grid}x{grid} map from "
+                             f"{self.resolution} px, fewer cells than the {side}x{side} tokens; use fewer channels "
+                             "entries or fewer tokens.")
+        if self.shift < 0:
+            raise ValueError(f"`shift` must be >= 0, got {self.shift}.")
+
+
+def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """Each image (B, C, H, W) shifted by up to `pad` pixels in x and y (border replicated), as DrQ does."""
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (batch,), device=images.device)
+    dy = torch.randint(0, 2 * pad + 1, (batch,), device=images.device)
+    rows = (dy[:, None] + torch.arange(height, device=images.device)[None])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(width, device=images.device)[None])[:, None, None, :]
+    index = torch.arange(batch, device=images.device)[:, None, None, None]
+    channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[index, channel, rows, cols]
+
+
+class ConvPixelEncoder(nn.Module):
+    def __init__(self, config: PixelEncoderConfig, d_model: int):
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        width = 3
+        for i, channels in enumerate(config.channels):
+            kernel = 4 if i == 0 else 3
+            layers += [nn.Conv2d(width, channels, kernel, stride=2, padding=1), nn.GroupNorm(8 if channels % 8 == 0
+                       else 1, channels), nn.SiLU()]
+            width = channels
+        self.stem = nn.Sequential(*layers)
+        self.project = nn.Conv2d(width, d_model, 1)
+        self.side = math.isqrt(config.tokens)
+        self.position = nn.Parameter(torch.zeros(config.tokens, d_model))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 or float images (B, 3, R, R) -> tokens (B, tokens, d_model)."""
+        x = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
+        x = x * 2 - 1
+        if self.training and self.config.shift:
+            x = random_shift(x, self.config.shift)
+        x = self.project(self.stem(x.to(self.project.weight.dtype)))  # (B, d, h, w)
+        x = F.adaptive_avg_pool2d(x, self.side).flatten(2).transpose(1, 2)  # (B, tokens, d)
+        return x + self.position
+
+
+ENCODERS = {"conv": (PixelEncoderConfig, ConvPixelEncoder)}
+
+
+def build_encoder(spec: dict, d_model: int) -> nn.Module:
+    """The encoder a model config's `encoders[name]` entry describes (`kind` picks it, the rest are its settings)."""
+    settings = dict(spec)
+    kind = settings.pop("kind", "conv")
+    if kind not in ENCODERS:
+        raise ValueError(f"unknown encoder kind {kind!r}; known: {sorted(ENCODERS)}.")
+    config_class, module_class = ENCODERS[kind]
+    return module_class(config_class(**settings), d_model)
