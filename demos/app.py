@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from unimask.errors import InputError
 from unimask.training.plots import action_chunk_plot, frame_strip
 
 DEFAULT_CHECKPOINT = "runs/quickstart/model"
@@ -29,7 +30,7 @@ ROBOT_SEED = 10**8  # evaluation seeds start here; the Meta-World dataset writer
 METAWORLD_ACTION_NAMES = ("x", "y", "z", "gripper")
 
 
-class DemoInputError(ValueError):
+class DemoInputError(InputError):
     """A demo input is missing or out of range; the message is shown to the user as is."""
 
 

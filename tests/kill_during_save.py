@@ -12,16 +12,16 @@ from unimask.cli import main
 
 
 def die_before_marker(step: int):
-    write_marker = engines._write_marker
+    write_marker = engines.write_marker
 
-    def marker(directory, tag, client_state, keep_last):
-        if client_state.get("step") == step:
+    def marker(directory, tag, at_step, keep_last):
+        if at_step == step:
             os.kill(os.getpid(), 9)
-        write_marker(directory, tag, client_state, keep_last)
+        write_marker(directory, tag, at_step, keep_last)
 
     return marker
 
 
 if __name__ == "__main__":
-    engines._write_marker = die_before_marker(int(sys.argv[1]))
+    engines.write_marker = die_before_marker(int(sys.argv[1]))
     sys.exit(main(sys.argv[2:]))

@@ -44,7 +44,7 @@ ROOT_PACKAGE = "unimask"
 # prefix, a longer prefix beats a shorter one (so "unimask.cli" is the cli layer, not core, and
 # "unimask.training.trainer" is training, not core).
 LAYERS = [
-    ("leaf", ["unimask.atomic", "unimask.modality", "unimask.config"]),
+    ("leaf", ["unimask.atomic", "unimask.errors", "unimask.modality", "unimask.config"]),
     ("tokenizers", ["unimask.tokenizers.*"]),
     # Every module of unified/ not named elsewhere, unimask/__init__.py and unimask.schedulers.* included.
     ("core", ["unimask.*"]),

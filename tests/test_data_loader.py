@@ -40,6 +40,7 @@ class BinActions:
     """Test action tokenizer: 12 uniform bins on [-1, 1] per value (a chunk [H, D] -> H * D codes)."""
 
     vocab_size = 12
+    action_dim = D
 
     def tokens_per_chunk(self, horizon, length=None):
         return horizon * D
@@ -214,7 +215,7 @@ def test_hundred_corrupt_samples_are_skipped_and_counted(tmp_path):
     sequences = sum(len(batch) for batch in loader)
     assert sequences == 400
     assert loader.dataset.skipped() == {"tar_error": 0, "missing_key": 25, "undecodable": 50, "bad_shape": 25,
-                                        "too_long": 0}
+                                        "too_long": 0, "shards": 0}
 
 
 def test_skips_are_logged_with_key_and_shard(tmp_path, caplog):
@@ -233,10 +234,11 @@ def test_truncated_shard_is_skipped_and_training_goes_on(tmp_path):
     broken = Path(urls[1])
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # cut mid-sample
     Path(urls[3]).write_bytes(b"this is not a tar file" * 50)
-    stream = SampleStream(urls, "t2i", resampled=False, shuffle_buffer=0)
+    stream = SampleStream(urls, "t2i", resampled=False, shuffle_buffer=0, card=resolve_shards(tmp_path / "d")[1])
     keys = [s["key"] for s in stream]
     counts = stream.counter.counts()
-    assert counts["tar_error"] >= 2
+    # Samples, not events: every sample the two broken shards did not give is counted once, and so is each shard.
+    assert counts["shards"] == 2 and counts["tar_error"] == 100 - len(keys)
     assert 60 <= len(keys) < 100 and len(keys) == len(set(keys))
     # Resampled training over the same shards keeps producing batches.
     config = DataConfig([StreamConfig(str(tmp_path / "d"), "t2i")], batch_size=8, shuffle_buffer=8)
@@ -359,7 +361,7 @@ def test_inspect_prints_counts_and_writes_a_grid(tmp_path, capsys):
     write_dataset(tmp_path / "d", 30, 10)
     result = inspect_dataset(tmp_path / "d", samples=6)
     out = capsys.readouterr().out
-    assert "train: 30 samples in 3 shards" in out and "read back 30 train samples" in out
+    assert "train: 30 samples in 3 shards" in out and "read back 30 of 30 train samples" in out
     grid = np.asarray(Image.open(result["png"]))
     assert grid.shape[0] > 128 and grid.std() > 10  # images, text and action plots, not a blank page
 

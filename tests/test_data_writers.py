@@ -202,6 +202,38 @@ def test_image_folder_bad_captions_file_names_the_problem(tmp_path):
         read_captions(tmp_path / "c.txt")
 
 
+def test_captions_files_in_other_encodings_are_read_or_named(tmp_path):
+    from unimask.training.data.writers.folder import read_captions
+
+    text = "file,caption\na.png,un caf\u00e9 cr\u00e8me\n"
+    (tmp_path / "utf16.csv").write_bytes(text.encode("utf-16"))  # with its byte-order mark
+    assert read_captions(tmp_path / "utf16.csv") == {"a.png": ["un caf\u00e9 cr\u00e8me"]}
+    (tmp_path / "latin1.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError, match="not utf-8-sig text .* --captions-encoding latin-1"):
+        read_captions(tmp_path / "latin1.csv")
+    assert read_captions(tmp_path / "latin1.csv", "latin-1") == {"a.png": ["un caf\u00e9 cr\u00e8me"]}
+
+
+def test_an_image_too_large_to_decode_is_skipped_counted_and_reported(tmp_path, capsys, monkeypatch):
+    from unimask.cli import main
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(images / f"ok{i}.png")
+    Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(images / "huge.png")
+    (images / "bad.png").write_bytes(b"not a png")
+    names = [f"ok{i}.png" for i in range(4)] + ["huge.png", "bad.png"]
+    (tmp_path / "c.csv").write_text("file,caption\n" + "".join(f"{n},picture {n}\n" for n in names))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 300 x 300 is a "decompression bomb" now
+    assert main(["data", "folder", "--images", str(images), "--captions", str(tmp_path / "c.csv"),
+                 "--out", str(tmp_path / "out"), "--image-size", "32", "--test-fraction", "0.25"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped (not written): {'skipped': 2}" in printed and "huge.png" in printed
+    card = read_card(tmp_path / "out")
+    assert sum(v["count"] for v in card["splits"].values()) == 4 and card["stats"]["skipped"] == 2
+
+
 # ----- folder: robot episodes -------------------------------------------------------------------------------------
 def _episode(rng, length, with_state=True, instruction="stack the blocks"):
     data = {"images": rng.integers(0, 256, (length, 32, 32, 3), dtype=np.uint8),
@@ -287,8 +319,9 @@ def test_shard_writer_rejects_duplicate_and_dotted_keys(tmp_path):
         with pytest.raises(DataError, match="duplicate sample key"):
             writer.write("train", make_sample("k1", text="y"))
         card = writer.finish({"source": "test"})
-    assert card["splits"] == {"train": {"count": 1, "shards": ["train/t-000000.tar"]},
-                              "test": {"count": 0, "shards": []}}
+    assert card["splits"] == {"train": {"count": 1, "shards": ["train/t-000000.tar"],
+                                        "shard_counts": {"train/t-000000.tar": 1}},
+                              "test": {"count": 0, "shards": [], "shard_counts": {}}}
 
 
 def test_cli_writes_digits_and_reports_errors(tmp_path, capsys):

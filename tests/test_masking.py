@@ -121,3 +121,30 @@ def test_logit_bias_restricts_targets(small_vocab):
     finite = torch.isfinite(bias[small_vocab.modality_index("action")]).nonzero().flatten()
     assert finite.tolist() == list(range(start, stop))
     assert torch.isinf(bias[:, small_vocab.mask_id]).all()
+
+
+def test_ordinal_loss_charges_near_misses_less_and_tends_to_cross_entropy():
+    from unimask.masking import ordinal_cross_entropy
+
+    codes = torch.tensor([100])
+    grid = torch.arange(256.0)
+    near, far, wrong = (-(grid - centre) ** 2 / 8.0 for centre in (101.0, 110.0, 180.0))
+    losses = [float(ordinal_cross_entropy(x[None], codes, 2.0)) for x in (near, far, wrong)]
+    assert losses[0] < losses[1] < losses[2] and losses[0] < 0.1 * losses[2]
+    logits = torch.randn(5, 256, generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(0, 256, (5,), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ordinal_cross_entropy(logits, targets, 0.05),
+                               torch.nn.functional.cross_entropy(logits, targets, reduction="none"))
+
+
+def test_ordinal_sigma_applies_to_its_modality_only(builder, small_vocab):
+    batch = make_batch(builder)
+    config = MaskingConfig(p_uncond=0.0)
+    out = forward_process(batch, small_vocab, config, torch.Generator().manual_seed(7))
+    logits = torch.randn(*batch.input_ids.shape, small_vocab.size, generator=torch.Generator().manual_seed(8))
+    plain = diffusion_loss(logits, out, small_vocab)
+    smoothed = diffusion_loss(logits, out, small_vocab, ordinal_sigma={"action": 1.5})
+    assert smoothed.per_task["t2i"] == pytest.approx(plain.per_task["t2i"])
+    assert smoothed.per_task["vla"] != pytest.approx(plain.per_task["vla"])
+    with pytest.raises(ValueError, match="ordinal_sigma"):
+        MaskingConfig(ordinal_sigma={"action": 0.0})

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from unimask.errors import InputError, InputTypeError
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.sampler import generate
 from unimask.schedulers.action import ActionUnmaskingScheduler
@@ -170,5 +171,12 @@ def test_schedulers_validate_and_require_set_timesteps():
         ImageUnmaskingScheduler(9).set_timesteps(0, 4)
     with pytest.raises(ValueError, match="multiple of the number of blocks"):
         TextUnmaskingScheduler(9, 8, 7, block_length=4).set_timesteps(3, 8)
-    with pytest.raises(ValueError, match="unknown mask schedule"):
+    with pytest.raises(InputError, match=r"`schedule` must be one of \['cosine'"):
         ImageUnmaskingScheduler(9, schedule="zigzag")
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(InputError, match="`temperature` must be a finite number"):
+            ImageUnmaskingScheduler(9, temperature=bad)
+        with pytest.raises(InputError, match="`choice_temperature` must be a finite number"):
+            ImageUnmaskingScheduler(9, choice_temperature=bad)
+    with pytest.raises(InputTypeError, match="`temperature` must be a number, got str"):
+        ActionUnmaskingScheduler(9, temperature="hot")

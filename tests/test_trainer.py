@@ -11,7 +11,7 @@ import torch
 from trainer_fixtures import make_setup, write_config
 from unimask.config import load_config
 from unimask.model import MaskedDiffusionTransformer
-from unimask.training.engines import latest_tag
+from unimask.training.checkpoints import latest_tag
 from unimask.training.train_config import TrainConfig
 
 TESTS = Path(__file__).parent

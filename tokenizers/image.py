@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from unimask.atomic import atomic_write_text
+from unimask.errors import InputError
 from unimask.modality import Modality, SampleError, decode_image
 
 SETTINGS_FILE = "unimask_image_tokenizer.json"
 
 
-class ImageInputError(ValueError):
+class ImageInputError(InputError):
     """An input is not an RGB image in a supported form."""
 
 
@@ -58,14 +59,23 @@ def _one_image(image: Any) -> torch.Tensor:
             raise ImageInputError(f"an image array must be [H, W, 3] RGB, got shape {image.shape}.")
         if image.dtype != np.uint8:
             raise ImageInputError(f"image arrays must be uint8 (0-255), got {image.dtype}; pass floats as tensors.")
-        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0
-    if isinstance(image, torch.Tensor):
+        x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0
+    elif isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] != 3:
             raise ImageInputError(f"an image tensor must be [3, H, W], got shape {tuple(image.shape)}.")
         if not image.is_floating_point():
             raise ImageInputError("image tensors must be float in [0, 1]; pass uint8 images as numpy arrays.")
-        return image.float()
-    raise ImageInputError(f"expected a PIL image, a uint8 array or a float tensor, got {type(image).__name__}.")
+        x = image.detach().float().cpu()
+        if not bool(torch.isfinite(x).all()):
+            raise ImageInputError("the image tensor holds NaN or infinite values; give finite values in [0, 1].")
+        if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise ImageInputError(f"float image tensors must hold values in [0, 1], got [{float(x.min()):.3g}, "
+                                  f"{float(x.max()):.3g}]; divide 0-255 values by 255.")
+    else:
+        raise ImageInputError(f"expected a PIL image, a uint8 array or a float tensor, got {type(image).__name__}.")
+    if min(x.shape[1:]) < 1:
+        raise ImageInputError(f"the image has no pixels (size {x.shape[2]}x{x.shape[1]}).")
+    return x
 
 
 def to_tensor_batch(images: Any, resolution: int) -> torch.Tensor:

@@ -36,6 +36,10 @@ class PixelPreprocessor:
 
     def encode(self, images: Any) -> torch.Tensor:
         """uint8 (B, 3, R, R) from PIL images, uint8 arrays [H, W, 3] or float tensors [3, H, W] in [0, 1]."""
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        ready = (self.resolution, self.resolution, 3)
+        if all(isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.shape == ready for im in images):
+            return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # already the right size
         return (to_tensor_batch(images, self.resolution) * 255).round().to(torch.uint8)
 
     def save_pretrained(self, directory: str | Path) -> Path:

@@ -20,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
+from unimask.errors import InputError, InputTypeError  # noqa: E402
 from unimask.modality import SPECIAL_TOKENS, Modality, SampleError, VocabError  # noqa: E402
 
 
@@ -124,11 +125,18 @@ class TextModality(Modality):
     def encode(self, tokenizer: Any, values: Sequence[str], settings: Any = None) -> list[np.ndarray]:
         out = []
         for text in values:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"every text must be a non-empty string, got {text!r}.")
+            if not isinstance(text, str):
+                raise InputTypeError(f"every text must be a string, got {type(text).__name__}.")
+            if not text.strip():
+                raise InputError(f"every text must be a non-empty string, got {text!r}.")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise InputError(f"the text {text[:60]!r} is not valid Unicode ({err.reason} at position "
+                                 f"{err.start}); remove the lone surrogate characters.") from None
             special = [token for token in SPECIAL_TOKENS if token in text]
             if special:
-                raise ValueError(f"the text {text[:60]!r} contains the special token string(s) {special}, which "
+                raise InputError(f"the text {text[:60]!r} contains the special token string(s) {special}, which "
                                  "unimask reserves for its sequence layout; remove them from the text.")
             out.append(np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64))
         return out

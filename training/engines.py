@@ -8,15 +8,17 @@ small interface (`backward`, `step`, `save`, `load`, `state_dict_for_export`):
   unimask config so the two never disagree). A client `torch.optim.AdamW` is used, so no DeepSpeed op is built.
 - `TorchEngine`: plain PyTorch (DDP when the world is larger than one), for machines without DeepSpeed.
 
-Checkpoints are written under `<run>/checkpoints/<tag>/`; a tag counts only once `complete.json` is in it, and the
-`LATEST` pointer is replaced atomically after that, so a crash during a save leaves `LATEST` on the previous good one.
+Checkpoints are written under `<run>/checkpoints/<tag>/` and marked complete by `unimask.training.checkpoints`.
+
+Numeric guard: a micro-batch whose loss is not finite on any rank is not back-propagated, and an optimizer step whose
+gradient norm is not finite is not taken; either way `last_skipped` is set and the trainer counts it (all ranks agree:
+the loss flag is all-reduced, the gradient norm is computed after DDP's all-reduce).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from unimask.atomic import atomic_write_text
-
-LATEST = "LATEST"
-COMPLETE = "complete.json"
+from unimask.training.checkpoints import write_marker
 
 
 def _free_port() -> int:
@@ -55,23 +54,12 @@ def init_distributed(use_deepspeed: bool) -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local_rank
 
 
-def _write_marker(directory: Path, tag: str, client_state: dict[str, Any], keep_last: int) -> None:
-    atomic_write_text(directory / tag / COMPLETE, json.dumps({"step": client_state.get("step")}))
-    atomic_write_text(directory / LATEST, tag)
-    tags = sorted(p for p in directory.iterdir() if p.is_dir() and (p / COMPLETE).is_file())
-    for old in tags[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def latest_tag(directory: str | Path) -> str | None:
-    """The newest complete checkpoint tag, or None."""
-    pointer = Path(directory) / LATEST
-    if not pointer.is_file():
-        return None
-    tag = pointer.read_text().strip()
-    if not (Path(directory) / tag / COMPLETE).is_file():
-        raise RuntimeError(f"{pointer} names {tag}, which has no {COMPLETE}; the checkpoint folder was edited by hand.")
-    return tag
+def finite_everywhere(value: torch.Tensor) -> bool:
+    """Whether `value` is finite on every rank (one all-reduce when a process group is running)."""
+    flag = torch.tensor([1.0 if bool(torch.isfinite(value).all()) else 0.0], device=value.device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)
 
 
 class TorchEngine:
@@ -86,11 +74,16 @@ class TorchEngine:
         self.grad_clip, self.grad_accum = grad_clip, grad_accum
         self.micro = 0
         self.last_grad_norm = 0.0
+        self.poisoned = False  # a micro-batch of this accumulation had a non-finite loss
+        self.last_skipped = False  # the last boundary's optimizer step was skipped (non-finite loss or gradients)
 
     def __call__(self, *args, **kwargs):
         return self.wrapped(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
+        if not finite_everywhere(loss.detach()):
+            self.poisoned = True
+            return
         (loss / self.grad_accum).backward()
 
     def step(self) -> bool:
@@ -98,12 +91,16 @@ class TorchEngine:
         self.micro += 1
         if self.micro % self.grad_accum:
             return False
-        if self.grad_clip > 0:
-            self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip))
-        self.optimizer.step()
-        self.scheduler.step()
+        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(),
+                                              self.grad_clip if self.grad_clip > 0 else float("inf"))
+        self.last_grad_norm = float(norm)
+        self.last_skipped = self.poisoned or not bool(torch.isfinite(norm))
+        self.poisoned = False
+        if not self.last_skipped:
+            self.optimizer.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return True
+        return not self.last_skipped
 
     def save(self, directory: Path, tag: str, client_state: dict[str, Any], keep_last: int) -> None:
         if dist.get_rank() == 0:
@@ -113,7 +110,7 @@ class TorchEngine:
             from unimask.atomic import atomic_write
 
             atomic_write(directory / tag / "state.pt", lambda tmp: torch.save(state, tmp))
-            _write_marker(directory, tag, client_state, keep_last)
+            write_marker(directory, tag, client_state["step"], keep_last)
         dist.barrier()
 
     def load(self, directory: Path, tag: str) -> dict[str, Any]:
@@ -138,6 +135,8 @@ class DeepSpeedEngine:
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
         self.stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
         self.last_grad_norm = 0.0
+        self.poisoned = False
+        self.last_skipped = False
 
     @property
     def module(self) -> torch.nn.Module:
@@ -147,21 +146,30 @@ class DeepSpeedEngine:
         return self.engine(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
+        if not finite_everywhere(loss.detach()):
+            self.poisoned = True
+            return
         self.engine.backward(loss)
 
     def step(self) -> bool:
+        """DeepSpeed steps unless this micro-batch's loss was not finite (then neither backward nor step ran, on every
+        rank, and DeepSpeed's accumulation counter stays where it was)."""
+        if self.poisoned:
+            self.poisoned, self.last_skipped = False, True
+            return False
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.step()
         if boundary:
             norm = self.engine.get_global_grad_norm()
             self.last_grad_norm = float(norm) if norm is not None else 0.0
+            self.last_skipped = False
         return boundary
 
     def save(self, directory: Path, tag: str, client_state: dict[str, Any], keep_last: int) -> None:
         self.engine.save_checkpoint(str(directory), tag=tag, client_state=client_state, save_latest=False)
         dist.barrier()
         if dist.get_rank() == 0:
-            _write_marker(directory, tag, client_state, keep_last)
+            write_marker(directory, tag, client_state["step"], keep_last)
         dist.barrier()
 
     def load(self, directory: Path, tag: str) -> dict[str, Any]:

@@ -80,13 +80,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser("export", help="write the inference bundle of a run's newest checkpoint")
     export.add_argument("run", help="run folder (train.out)")
     export.add_argument("--out", required=True, help="bundle folder")
+    export.add_argument("--tag", default=None, help="checkpoint to export, e.g. step00001000 (default: the newest)")
     export.set_defaults(func=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from unimask.training.trainer import export_checkpoint
 
-    print(f"exported to {export_checkpoint(args.run, args.out)}")
+    print(f"exported to {export_checkpoint(args.run, args.out, args.tag)}")
     return 0
 
 

@@ -47,12 +47,12 @@ class QuickstartPlan:
 PLANS = {
     "quick": QuickstartPlan(shapes_train=4000, shapes_test=300, mt10_train_episodes=12, mt10_test_episodes=2,
                             vq_steps=300, vq_max_images=12000,
-                            model={"d_model": 128, "n_layers": 4, "n_heads": 4, "max_seq_len": 160},
+                            model={"d_model": 128, "n_layers": 4, "n_heads": 4, "max_seq_len": 256},
                             train_steps=700, batch_size=32, lr=2e-3, shapes_weight=0.5, eval_caption=200, eval_t2i_per_class=20,
                             eval_shapes=60, eval_vla_episodes=10, judge_epochs=6),
     "full": QuickstartPlan(shapes_train=20000, shapes_test=2000, mt10_train_episodes=60, mt10_test_episodes=5,
                            vq_steps=800, vq_max_images=30000,
-                           model={"d_model": 192, "n_layers": 6, "n_heads": 6, "max_seq_len": 160},
+                           model={"d_model": 192, "n_layers": 6, "n_heads": 6, "max_seq_len": 256},
                            train_steps=2200, batch_size=32, lr=1.5e-3, shapes_weight=1.0, eval_caption=364, eval_t2i_per_class=20,
                            eval_shapes=200, eval_vla_episodes=20, judge_epochs=8),
 }
@@ -125,7 +125,8 @@ def train_config(out: Path, plan: QuickstartPlan, seed: int = 0) -> dict[str, An
     }
 
 
-def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0) -> dict[str, Any]:
+def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: str = "") -> dict[str, Any]:
+    """Every stage, or the stages up to `until="plan"`: data, tokenizers, pre-tokenized shards and `train.yaml`."""
     import yaml
 
     from unimask.training.stages import StageRunner
@@ -189,6 +190,8 @@ def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0) -> dict[
     config_path = out / "train.yaml"
     if not config_path.is_file():
         atomic_write_text(config_path, yaml.safe_dump(train_config(out, plan, seed), sort_keys=False))
+    if until == "plan":
+        return {"plan": str(config_path)}
 
     def train() -> dict[str, Any]:
         from unimask.config import load_config
@@ -223,4 +226,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/quickstart", help="run folder (resumes stage by stage)")
     parser.add_argument("--mode", choices=sorted(PLANS), default="quick", help="quick (~15 min) or full (~90 min)")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything the run draws (default 0)")
-    parser.set_defaults(func=lambda args: run_quickstart(args.out, args.mode, args.seed) and 0)
+    parser.add_argument("--until", choices=("plan",), default="",
+                        help="stop after the data, tokenizers and train.yaml (to train variants of one plan)")
+    parser.set_defaults(func=lambda args: run_quickstart(args.out, args.mode, args.seed, args.until) and 0)

@@ -55,10 +55,13 @@ class TrainSection:
     peak_flops: float = 0.0  # peak FLOP/s per device for MFU (0: measure a 2048^2 fp32 matmul at start)
     device: str = "auto"  # "auto", "cpu" or "cuda"
     ranks: int = 1  # CPU data-parallel ranks started here without a launcher: N, or 0 for one per core
+    max_nonfinite_steps: int = 5  # steps in a row skipped for a non-finite loss / gradient norm before stopping
 
     def __post_init__(self) -> None:
         if self.ranks < 0:
             raise ValueError(f"train.ranks must be >= 0 (0: one per CPU core), got {self.ranks}.")
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"train.max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}.")
 
 
 @dataclass

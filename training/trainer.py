@@ -28,8 +28,14 @@ from unimask.config import load_config, save_config
 from unimask.masking import train_step
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.processor import Processor
-from unimask.training.engines import DeepSpeedEngine, TorchEngine, deepspeed_config, init_distributed, latest_tag
+from unimask.training.checkpoints import (CheckpointError, complete_tags, damage, intact_tag, latest_tag,
+                                          remove_orphans)
+from unimask.training.engines import DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, init_distributed
 from unimask.training.train_config import TrainConfig
+
+
+class TrainingDiverged(RuntimeError):
+    """Training stopped because the loss, the gradients or the parameters stopped being finite."""
 
 
 def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedDiffusionTransformer:
@@ -43,6 +49,10 @@ def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedD
     if config.init.causal_lm:
         return MaskedDiffusionTransformer.from_causal_lm(config.init.causal_lm, vocab.size, attention=model_config.attention,
                                                          max_seq_len=model_config.max_seq_len, seed=seed)
+    for name in config.masking.ordinal_sigma:
+        if vocab.has(name) and not getattr(processor.tokenizers.get(name), "ordinal", False):
+            raise ValueError(f"masking.ordinal_sigma names {name!r}, whose tokenizer's codes are not ordered values "
+                             "(bins are; FAST codes are not); drop it from ordinal_sigma.")
     model = MaskedDiffusionTransformer(model_config)
     for name in config.init.codebook_embeddings:
         vectors = getattr(processor.tokenizers.get(name), "codebook_vectors", None)
@@ -114,11 +124,15 @@ class Trainer:
         self.masking_generator = torch.Generator(device=self.device).manual_seed(tc.seed * 1000 + self.rank)
         self.step = 0
         self.consumed = 0
+        self.nonfinite_steps = 0  # optimizer steps skipped because the loss or gradient norm was not finite
+        self.nonfinite_in_a_row = 0
         self.tokens_per_step = 0
         self.flops_per_token = 6 * model.num_parameters()
         self.peak = tc.peak_flops or measure_matmul_peak()
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+            for orphan in remove_orphans(self.out):
+                print(f"removed {orphan}, a temporary file of an interrupted write")
             save_config(config, self.out / "config.yaml")
             self.vocab.save(self.out)
             atomic_write_text(self.out / "model_config.json", json.dumps(asdict(model.config), indent=2))
@@ -139,11 +153,17 @@ class Trainer:
                 "ema": self.ema}
 
     def save(self) -> None:
-        """Write a checkpoint of the current step (all ranks must call)."""
+        """Write a checkpoint of the current step (all ranks must call); refuses parameters that are not finite, so a
+        diverged run never replaces its last finite checkpoint."""
+        local = torch.stack([torch.isfinite(p).all() for p in self.engine.module.parameters()]).all()
+        if not finite_everywhere(torch.where(local, 0.0, float("nan"))):
+            raise TrainingDiverged(f"the parameters are not finite at step {self.step}, so no checkpoint was written; a "
+                                   f"learning rate too high (optim.lr={self.config.optim.lr}) is the usual cause. "
+                                   f"{self._last_checkpoint_note()}")
         self.engine.save(self.checkpoints, f"step{self.step:08d}", self._client_state(), self.config.train.keep_last)
 
     def _resume(self) -> None:
-        tag = latest_tag(self.checkpoints) if self.checkpoints.is_dir() else None
+        tag = intact_tag(self.checkpoints)
         if tag is None:
             return
         state = self.engine.load(self.checkpoints, tag)
@@ -156,7 +176,15 @@ class Trainer:
         random.setstate((version, tuple(internal), gauss_next))
         self.ema = state.get("ema")
         if self.rank == 0:
+            self._forget_metrics_after(self.step)
             print(f"resumed from {self.checkpoints / tag} at step {self.step}")
+
+    def _forget_metrics_after(self, step: int) -> None:
+        """metrics.jsonl keeps one line per logged step: lines written after the checkpoint resumed from go."""
+        path = self.out / "metrics.jsonl"
+        if path.is_file():
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
+            atomic_write_text(path, "".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
 
     # ----- training -----------------------------------------------------------------------------------------------
     def train_step(self, batch) -> dict[str, float]:
@@ -195,7 +223,9 @@ class Trainer:
             metrics = self.train_step(next(batches))
             self.consumed += 1
             if not metrics.pop("stepped"):
+                self._count_skipped(metrics["loss"])
                 continue
+            self.nonfinite_in_a_row = 0
             self.step += 1
             window_tokens += self.tokens_per_step * self.world
             self.tokens_per_step = 0
@@ -203,7 +233,7 @@ class Trainer:
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = window_tokens / max(elapsed, 1e-9)
                 last = {**metrics, "lr": self.engine.get_lr(), "grad_norm": self.engine.last_grad_norm,
-                        "tokens_per_s": tokens_per_s,
+                        "tokens_per_s": tokens_per_s, "skipped/nonfinite_steps": self.nonfinite_steps,
                         "mfu": tokens_per_s * self.flops_per_token / (self.peak * self.world),
                         **{f"skipped/{k}": v for k, v in self.loader.dataset.skipped().items()}}
                 window_start, window_tokens = time.perf_counter(), 0
@@ -221,7 +251,35 @@ class Trainer:
         bar.close()
         if writer is not None:
             writer.close()
+        skipped = {k: v for k, v in self.loader.dataset.skipped().items() if v}
+        if self.rank == 0 and (skipped or self.nonfinite_steps):
+            print(f"skipped while training: samples {skipped or 'none'} ('shards': failed shard reads), optimizer steps "
+                  f"with a non-finite loss or gradient: {self.nonfinite_steps}")
         return last
+
+    def _count_skipped(self, loss: float) -> None:
+        """Policy for a step skipped because the loss or the gradient norm was not finite: count it, and stop after
+        `train.max_nonfinite_steps` in a row with an error naming the step and the likely cause."""
+        if not self.engine.last_skipped:
+            return  # inside a gradient-accumulation window: not a step yet
+        self.nonfinite_steps += 1
+        self.nonfinite_in_a_row += 1
+        if self.rank == 0:
+            print(f"step {self.step + 1}: skipped, the {'loss' if not math.isfinite(loss) else 'gradient norm'} is "
+                  f"not finite ({self.nonfinite_in_a_row} in a row)")
+        if self.nonfinite_in_a_row >= self.config.train.max_nonfinite_steps:
+            raise TrainingDiverged(
+                f"the loss or gradient norm was not finite for {self.nonfinite_in_a_row} steps in a row, the last at "
+                f"step {self.step + 1}; training stopped. Likely causes: a learning rate too high "
+                f"(optim.lr={self.config.optim.lr}), a damaged checkpoint, or data that makes the loss overflow. "
+                f"{self._last_checkpoint_note()}")
+
+    def _last_checkpoint_note(self) -> str:
+        tag = latest_tag(self.checkpoints) if self.checkpoints.is_dir() else None
+        if tag is None:
+            return "No checkpoint was written yet; lower optim.lr and start again."
+        return (f"The last checkpoint ({tag}) is finite and untouched; lower optim.lr and start a new run from it, or "
+                "re-run the same command to resume it as it was.")
 
     SAMPLE_PROMPTS = ("the digit seven", "a handwritten three", "a red circle on the left", "two blue squares")
 
@@ -273,13 +331,19 @@ class Trainer:
         return Bundle(model, self.processor, mask_schedules(self.config, self.vocab))
 
 
-def export_checkpoint(run: str | Path, out: str | Path) -> Path:
-    """`unimask export RUN --out DIR`: the newest complete checkpoint of a run as an inference bundle, without the
-    engine (ZeRO shards of any stage are merged with DeepSpeed's fp32 consolidation)."""
+def export_checkpoint(run: str | Path, out: str | Path, tag: str | None = None) -> Path:
+    """`unimask export RUN --out DIR [--tag step00001000]`: a complete checkpoint of a run (the newest by default) as
+    an inference bundle, without the engine (ZeRO shards of any stage are merged with DeepSpeed's fp32
+    consolidation)."""
     run = Path(run)
     config = load_config(run / "config.yaml", TrainConfig)
     checkpoints = run / "checkpoints"
-    tag = latest_tag(checkpoints) if checkpoints.is_dir() else None
+    if tag is not None and tag not in complete_tags(checkpoints):
+        raise FileNotFoundError(f"{checkpoints / tag} is not a complete checkpoint; the complete ones are "
+                                f"{complete_tags(checkpoints)}.")
+    if tag is not None and damage(checkpoints, tag):
+        raise CheckpointError(f"checkpoint {checkpoints / tag} is damaged: {damage(checkpoints, tag)}.")
+    tag = tag or intact_tag(checkpoints)
     if tag is None:
         raise FileNotFoundError(f"{run} has no complete checkpoint under checkpoints/.")
     if (checkpoints / tag / "state.pt").is_file():

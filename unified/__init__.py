@@ -9,6 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __version__ = "0.1.0"
 
+from .errors import InputError, InputTypeError  # noqa: E402
 from .modality import Modality, Segment, TaskTemplate, VocabError  # noqa: E402
 from .model import MaskedDiffusionConfig, MaskedDiffusionOutput, MaskedDiffusionTransformer, PrefixCache  # noqa: E402
 from .registry import get_modality, get_task, register_modality, register_task  # noqa: E402
@@ -16,6 +17,8 @@ from .sequence import SequenceBatch, SequenceBuilder, TokenSequence, collate  # 
 from .vocab import UnifiedVocab  # noqa: E402
 
 __all__ = [
+    "InputError",
+    "InputTypeError",
     "MaskedDiffusionConfig",
     "MaskedDiffusionOutput",
     "MaskedDiffusionTransformer",

@@ -75,6 +75,10 @@ class Bundle:
 
     def save(self, directory: str | Path) -> Path:
         self.validate()
+        broken = [name for name, p in self.model.named_parameters() if not bool(p.isfinite().all())]
+        if broken:
+            raise ValueError(f"the model has non-finite parameters ({broken[:3]}{' ...' if len(broken) > 3 else ''}); "
+                             "it would only write garbage. Export an earlier checkpoint (unimask export RUN --tag).")
         directory = Path(directory)
         self.model.save_pretrained(directory)
         settings = {"format": BUNDLE_FORMAT, **self.processor.save(directory),

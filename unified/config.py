@@ -14,10 +14,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value or key is wrong; the message names its dotted path."""
 
 

@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import InputError
+
 # Special token strings, in id order (the vocabulary's special range starts with these; tasks may add more after).
 # Written `<|name|>` so they never collide with a tokenizer's own `<pad>` etc.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -42,7 +44,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 )
 
 
-class VocabError(ValueError):
+class VocabError(InputError):
     """The vocabulary layout is invalid, or disagrees with a tokenizer."""
 
 
@@ -115,6 +117,9 @@ class Modality:
         """The value of this modality in a raw shard sample (raises for undecodable bytes)."""
         key = next(k for k in self.raw_keys if k in raw)
         return decode_npy(raw[key])
+
+    def check_settings(self, tokenizer: Any, settings: Any) -> None:
+        """Raise `InputError` when the sequence settings disagree with this modality's tokenizer."""
 
     def check(self, value: Any, card: dict[str, Any]) -> None:
         """Raise `SampleError("bad_shape", ...)` when a value disagrees with the dataset card."""

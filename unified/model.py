@@ -23,8 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .atomic import atomic_write, atomic_write_text
+from .atomic import atomic_write, atomic_write_text, read_json
 from .encoders import build_encoder
+from .errors import InputError
 from .sequence import CONDITION, PAD_SEGMENT, TARGET
 
 CONFIG_FILE = "config.json"
@@ -388,16 +389,29 @@ class MaskedDiffusionTransformer(nn.Module):
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory} has no {name}; save the model with save_pretrained(dir) first.")
-        raw = json.loads((directory / CONFIG_FILE).read_text())
+        raw = read_json(directory / CONFIG_FILE, InputError, "a unimask model config")
         known = {f.name for f in fields(MaskedDiffusionConfig)}
-        unknown = sorted(set(raw) - known)
+        unknown = sorted(set(raw) - known) if isinstance(raw, dict) else ["(not a JSON object)"]
         if unknown:
-            raise ValueError(f"{directory / CONFIG_FILE} has unknown keys {unknown}; it was written by another version.")
-        model = cls(MaskedDiffusionConfig(**raw))
-        state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
-        if model.config.tie_embeddings:
+            raise InputError(f"{directory / CONFIG_FILE} has unknown keys {unknown}; it was written by another "
+                             "version.")
+        try:
+            model = cls(MaskedDiffusionConfig(**raw))
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{directory / CONFIG_FILE}: {err}") from None
+        try:
+            state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+            raise InputError(f"{directory / WEIGHTS_FILE} cannot be read ({type(err).__name__}: {err}); the file is "
+                             "damaged or truncated. Export the model again.") from None
+        if model.config.tie_embeddings and "embed_tokens.weight" in state:
             state["lm_head.weight"] = state["embed_tokens.weight"]
-        model.load_state_dict(state, strict=True)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[1:2] or [str(err)]
+            raise InputError(f"{directory / WEIGHTS_FILE} does not fit {directory / CONFIG_FILE}: {first[0].strip()} "
+                             "The two files were not saved together.") from None
         return model
 
     # ----- initialisation from a causal LM (DiffuLLaMA / Dream's "AR-init") ----------------------------------------

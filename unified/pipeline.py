@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from .bundle import Bundle, load_bundle
+from .errors import InputError, InputTypeError
 from .registry import get_modality
 from .sampler import generate
 from .schedulers import make_scheduler
+from .schedulers.base import check_number
 from .sequence import TARGET, collate
 
 
@@ -38,18 +40,44 @@ class PipelineOutput:
     codes: torch.Tensor | None = None  # (B, N) the target's codes (vocabulary ids minus the modality's first id)
 
 
+MAX_GUIDANCE = 100.0  # far past any useful guidance; a larger scale only overflows the logits
+MAX_SEED = 2**63 - 1
+
+
 def _check_steps(steps: Any, limit: int) -> int:
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= limit:
-        raise ValueError(f"`steps` must be an integer >= 1 and at most {limit} (the target's tokens), got {steps!r}.")
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        raise InputTypeError(f"`steps` must be an integer, got {type(steps).__name__} {steps!r}.")
+    if not 1 <= steps <= limit:
+        raise InputError(f"`steps` must be an integer >= 1 and at most {limit} (the target's tokens), got {steps!r}.")
     return steps
 
 
 def _check_list(name: str, values: Any) -> list:
     if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray, torch.Tensor)):
-        raise TypeError(f"`{name}` must be a list, got {type(values).__name__}.")
+        raise InputTypeError(f"`{name}` must be a list, got {type(values).__name__}.")
     if len(values) == 0:
-        raise ValueError(f"`{name}` is empty; give at least one item.")
+        raise InputError(f"`{name}` is empty; give at least one item.")
     return list(values)
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InputTypeError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
+def _generator(seed: Any, generator: Any) -> torch.Generator | None:
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise InputTypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}.")
+        return generator
+    if seed is None:
+        return None
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise InputTypeError(f"`seed` must be an integer, got {type(seed).__name__} {seed!r}.")
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"`seed` must be in [0, 2**63 - 1], got {seed}.")
+    return torch.Generator().manual_seed(int(seed))
 
 
 class UnifiedPipeline:
@@ -98,17 +126,22 @@ class UnifiedPipeline:
         vla: {"image": [...], "instruction": [...], "state": [...]}). `known` (B, N) holds target codes that are
         given (-1 where the model must write them). Returns the decoded outputs, or a PipelineOutput with
         `return_trajectory=True`. Default steps: one per target token."""
+        guidance_scale = check_number("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
+        generator = _generator(seed, generator)
+        _check_flag("use_cache", use_cache)
+        _check_flag("return_trajectory", return_trajectory)
         template = self.processor.template(task)
         rows = self._condition_rows(template, inputs)
         if not template.condition:
             if known is None:
-                raise ValueError(f"task {template.name!r} has no condition: give the target's `known` codes.")
+                raise InputError(f"task {template.name!r} has no condition: give the target's `known` codes.")
             rows = [[] for _ in range(len(known))]
         sequences = self.processor.sequences(task, [[*row, None] for row in rows])
         for index, result in enumerate(sequences):
+            if isinstance(result, InputError):
+                raise type(result)(f"input {index}: {result}") from result
             if isinstance(result, Exception):
-                raise type(result)(f"input {index}: {result}") if isinstance(result, (ValueError, TypeError)) \
-                    else result
+                raise InputError(f"input {index} could not be read ({type(result).__name__}: {result}).") from result
         target = template.target
         modality = get_modality(target.modality)
         length = self.processor.length(target.modality)
@@ -124,7 +157,7 @@ class UnifiedPipeline:
                 extra["given"] = given  # the scheduler must never re-mask what the caller gave
         batch = collate(sequences, pad_id=self.vocab.pad_id, padding_side="left")
         out = generate(self.model, batch, self.vocab, scheduler, steps, guidance_scale=guidance_scale,
-                       use_cache=use_cache, generator=self._generator(seed, generator),
+                       use_cache=use_cache, generator=generator,
                        return_trajectory=return_trajectory, **extra)
         outputs = self.decode(target.modality, out.tokens)
         if not return_trajectory:
@@ -140,31 +173,31 @@ class UnifiedPipeline:
 
     def _condition_rows(self, template, inputs: dict[str, Any]) -> list[list[Any]]:
         if not isinstance(inputs, dict):
-            raise TypeError(f"`inputs` must be a dict of the task's fields, got {type(inputs).__name__}.")
+            raise InputTypeError(f"`inputs` must be a dict of the task's fields, got {type(inputs).__name__}.")
         fields = {s.field for s in template.condition}
         unknown = sorted(set(inputs) - fields)
         renamed = [name for name in unknown if name.endswith("s") and name[:-1] in fields]
         if renamed:
-            raise ValueError(f"inputs are named by the template's fields now: use "
+            raise InputError(f"inputs are named by the template's fields now: use "
                              f"{', '.join(repr(n[:-1]) for n in renamed)} instead of {', '.join(map(repr, renamed))}.")
         if unknown:
-            raise ValueError(f"task {template.name!r} has no input(s) {unknown}; its inputs are {sorted(fields)}.")
+            raise InputError(f"task {template.name!r} has no input(s) {unknown}; its inputs are {sorted(fields)}.")
         columns: dict[str, list] = {}
         for segment in template.condition:
             value = inputs.get(segment.field)
             present = self.vocab.has(segment.modality)
             if value is None:
                 if present:
-                    raise ValueError(f"this checkpoint was trained with {segment.modality} tokens; pass "
+                    raise InputError(f"this checkpoint was trained with {segment.modality} tokens; pass "
                                      f"`{segment.field}` for {template.name}.")
                 continue
             if not present:
-                raise ValueError(f"this checkpoint was trained without {segment.modality} tokens; call without "
+                raise InputError(f"this checkpoint was trained without {segment.modality} tokens; call without "
                                  f"`{segment.field}`.")
             columns[segment.field] = _check_list(segment.field, value)
         sizes = {name: len(values) for name, values in columns.items()}
         if len(set(sizes.values())) > 1:
-            raise ValueError("inputs differ in length: " + ", ".join(f"{len(v)} {k}s" for k, v in columns.items())
+            raise InputError("inputs differ in length: " + ", ".join(f"{len(v)} {k}s" for k, v in columns.items())
                              + "; give one of each per row.")
         count = next(iter(sizes.values()), 0)
         return [[columns[s.field][i] if s.field in columns else None for s in template.condition]
@@ -173,22 +206,17 @@ class UnifiedPipeline:
     def _apply_known(self, sequences: list, known: Any, modality: str) -> torch.Tensor:
         known = torch.as_tensor(known, dtype=torch.long)
         if known.dim() != 2 or len(known) != len(sequences):
-            raise ValueError(f"`known` must be (B, N) with B = {len(sequences)} rows and -1 where unknown, got shape "
+            raise InputError(f"`known` must be (B, N) with B = {len(sequences)} rows and -1 where unknown, got shape "
                              f"{tuple(known.shape)}.")
         for seq, row in zip(sequences, known):
             payload = (seq.segment_ids == TARGET) & seq.content_mask
             if int(payload.sum()) != len(row):
-                raise ValueError(f"`known` rows must have {int(payload.sum())} entries, got {len(row)}.")
+                raise InputError(f"`known` rows must have {int(payload.sum())} entries, got {len(row)}.")
             values = seq.input_ids[payload]
             given = row >= 0
             values[given] = self.vocab.to_id(modality, row[given])
             seq.input_ids[payload] = values
         return known >= 0
-
-    def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
-        if generator is not None:
-            return generator
-        return torch.Generator().manual_seed(seed) if seed is not None else None
 
     # ----- tasks --------------------------------------------------------------------------------------------------
     def caption(self, images: Sequence[Any], steps: int | None = None, guidance_scale: float = 1.0,
@@ -208,7 +236,7 @@ class UnifiedPipeline:
         known = torch.full((len(prompts), length), -1)
         for row, ids in enumerate(self.processor.encode("text", prompts)):
             if not 0 < len(ids) < length:
-                raise ValueError(f"prompt {row} has {len(ids)} tokens; give 1 to {length - 1}.")
+                raise InputError(f"prompt {row} has {len(ids)} tokens; give 1 to {length - 1}.")
             known[row, :len(ids)] = torch.as_tensor(ids)
         return self.generate("lm", {}, steps, 1.0, seed, generator, True, return_trajectory, known=known,
                              **scheduler_options)
@@ -237,11 +265,11 @@ class UnifiedPipeline:
 
     def _state_rows(self, state: Any, batch: int) -> list[np.ndarray]:
         if not self.uses_state:
-            raise ValueError("this checkpoint was trained without state tokens; call act() without `state`.")
+            raise InputError("this checkpoint was trained without state tokens; call act() without `state`.")
         state = np.asarray(state, dtype=np.float32)
         dim = self.processor.length("state")
         if state.shape != (batch, dim):
-            raise ValueError(f"`state` must have shape ({batch}, {dim}), got {state.shape}.")
+            raise InputError(f"`state` must have shape ({batch}, {dim}), got {state.shape}.")
         return list(state)
 
     def infill(self, task: str, condition: dict[str, Any], target: Any, steps: int = 8,

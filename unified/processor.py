@@ -103,6 +103,7 @@ class Processor:
         for name in self.tokenizers:
             if name != "text" and not self.vocab.has(name):
                 raise VocabError(f"there is a {name} tokenizer but the vocabulary has no {name} ids.")
+            get_modality(name).check_settings(self.tokenizers[name], self.settings)
 
     # ----- templates ----------------------------------------------------------------------------------------------
     def template(self, task: str) -> TaskTemplate:

@@ -34,13 +34,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .errors import InputError
 from .modality import TaskTemplate
 from .vocab import UnifiedVocab
 
 PAD_SEGMENT, CONDITION, TARGET = 0, 1, 2
 
 
-class SequenceError(ValueError):
+class SequenceError(InputError):
     """A sequence cannot be built from the given parts."""
 
 

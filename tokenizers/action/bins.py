@@ -35,6 +35,19 @@ class BinActionTokenizer(ActionTokenizerBase):
         return self.n_bins
 
     @property
+    def ordinal(self) -> bool:
+        """Codes are ordered values: a neighbouring code is a neighbouring value (what an ordinal loss relies on)."""
+        return True
+
+    @property
+    def codebook_vectors(self) -> np.ndarray:
+        """(n_bins, 16) features of each bin's value in [-1, 1] (sines and cosines at 8 frequencies): embedding rows
+        started from them (`init.codebook_embeddings`) begin with neighbouring bins close together."""
+        centres = -1.0 + (np.arange(self.n_bins) + 0.5) * self.bin_width
+        angles = centres[:, None] * (np.pi / 2) * 2.0 ** np.arange(8)[None]
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
+
+    @property
     def bin_width(self) -> float:
         """Width of one bin in normalised space; the round trip error is at most half of it."""
         return 2.0 / self.n_bins

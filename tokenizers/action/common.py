@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from unimask.errors import InputError
+
 SETTINGS_FILE = "action_tokenizer.json"
 BPE_FILE = "fast_bpe.json"
 FORMAT_VERSION = 1
@@ -16,7 +18,7 @@ NORM_MODES = ("quantile", "minmax")
 PAD_MODES = ("last", "zeros", "none")
 ON_ERROR = ("raise", "zeros", "hold")
 
-class ActionTokenizerError(ValueError):
+class ActionTokenizerError(InputError):
     """An action tokenizer was misused: not fitted, wrong shapes, or a saved file is incomplete."""
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from unimask.modality import Modality, SampleError, decode_npy
 
-from . import load_action_tokenizer
+from . import ActionTokenizerError, load_action_tokenizer
 
 
 def _finite_float(raw: bytes, ndim: int, what: str) -> np.ndarray:
@@ -34,6 +34,14 @@ class ActionModality(Modality):
 
     def num_tokens(self, tokenizer: Any, settings: Any) -> int:
         return tokenizer.tokens_per_chunk(settings.action_horizon, settings.action_length)
+
+    def check_settings(self, tokenizer: Any, settings: Any) -> None:
+        if settings.action_dim != tokenizer.action_dim:
+            raise ActionTokenizerError(f"sequence.action_dim is {settings.action_dim} but the action tokenizer was "
+                                       f"fitted on {tokenizer.action_dim} dimensions.")
+        if getattr(tokenizer, "horizon", None) not in (None, settings.action_horizon):
+            raise ActionTokenizerError(f"sequence.action_horizon is {settings.action_horizon} but the action tokenizer "
+                                       f"was fitted on chunks of {tokenizer.horizon} steps.")
 
     def encode(self, tokenizer: Any, values: Sequence[np.ndarray], settings: Any) -> list[np.ndarray]:
         return list(tokenizer.encode_chunks(np.stack(values), settings.action_length))

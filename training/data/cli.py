@@ -69,6 +69,8 @@ def add_parser(subparsers: Any) -> None:
     common(p, 1000)
     p.add_argument("--images", help="image folder (with --captions)")
     p.add_argument("--captions", help="captions .csv (header: file,caption) or .jsonl ({file, caption} per line)")
+    p.add_argument("--captions-encoding", default=None,
+                   help="text encoding of the captions file (default: UTF-8, or UTF-16 when it has a byte-order mark)")
     p.add_argument("--episodes", help="folder of .npz/.hdf5 robot episodes (images, actions, [state], [instruction])")
     p.add_argument("--instruction", help="instruction for episodes whose file has none")
     p.add_argument("--image-size", type=int, default=64, help="images: centre-crop + resize side, 0 keeps (default 64)")
@@ -138,6 +140,11 @@ def _summary(card: dict[str, Any], out: str) -> None:
     counts = ", ".join(f"{split} {info['count']} samples / {len(info['shards'])} shards"
                        for split, info in card["splits"].items())
     print(f"wrote {out}: {counts}; {card['bytes'] / 1e6:.1f} MB in {card['seconds']:.1f} s")
+    stats = card.get("stats") or {}
+    lost = {key: value for key, value in stats.items() if key.startswith("skipped") and isinstance(value, int) and value}
+    if lost:
+        first = stats.get("skipped_files", [])[:3]
+        print(f"skipped (not written): {lost}{'; first: ' + str(first) if first else ''} - see dataset.json stats")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -177,7 +184,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 raise DataError("images need both --images DIR and --captions FILE.")
             card = write_image_folder(args.out, args.images, args.captions, image_size=args.image_size,
                                       test_fraction=args.test_fraction, seed=args.seed, shard_size=args.shard_size,
-                                      command=command_line(args))
+                                      captions_encoding=args.captions_encoding, command=command_line(args))
     elif command == "lerobot":
         from .writers.lerobot import write_lerobot
 

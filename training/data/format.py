@@ -32,6 +32,7 @@ from PIL import Image
 from torch.utils.data import get_worker_info
 
 from unimask.atomic import atomic_write_text
+from unimask.errors import InputError
 
 CARD_FILE = "dataset.json"
 SKIP_REASONS = ("tar_error", "missing_key", "undecodable", "bad_shape", "too_long")
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Bad input data or options for a dataset writer or reader; the message names the problem and the fix."""
 
 
@@ -161,6 +162,10 @@ class ShardSetWriter:
         self._per_shard[self._current] += 1
         self.count += 1
 
+    def shard_counts(self) -> dict[str, int]:
+        """Samples written per shard file (absolute paths)."""
+        return dict(self._per_shard)
+
     def close(self) -> list[str]:
         """Finish the last shard; returns the shard paths relative to the dataset folder."""
         self._writer.close()
@@ -214,7 +219,8 @@ class DatasetWriter:
         splits = {}
         for split, writer in self.writers.items():
             shards = writer.close()
-            splits[split] = {"count": writer.count, "shards": shards}
+            counts = {str(Path(f).relative_to(self.out_dir)): n for f, n in writer.shard_counts().items()}
+            splits[split] = {"count": writer.count, "shards": shards, "shard_counts": counts}
         train_keys, test_keys = (self.writers[s].keys for s in ("train", "test")) if "test" in self.writers else (
             set(), set())
         overlap = train_keys & test_keys
@@ -302,30 +308,87 @@ def read_raw(urls: Sequence[str], on_error: Callable[[Exception], None] | None =
 
 # ----- skip counting ----------------------------------------------------------------------------------------------
 class SkipCounter:
-    """Counts of skipped samples per reason, shared between the DataLoader workers and the main process.
+    """Skipped samples per reason, and failed shard reads, shared between the DataLoader workers and the main process.
 
-    Backed by a shared-memory tensor with one row per worker (row 0: the main process), so workers never write the
-    same cell and no lock is needed; read totals with `counts()` from any process.
+    Every count is of samples (a truncated shard adds the samples it lost, from the card's per-shard counts), except
+    `shards`, the shard reads that failed. Backed by a shared-memory tensor with one row per worker (row 0: the main
+    process), so workers never write the same cell and no lock is needed; read totals with `counts()` anywhere.
     """
 
     def __init__(self, rows: int = 257):  # the main process + up to 256 DataLoader workers
-        self.table = torch.zeros(rows, len(SKIP_REASONS), dtype=torch.int64).share_memory_()
+        self.table = torch.zeros(rows, len(SKIP_REASONS) + 1, dtype=torch.int64).share_memory_()
         self._logged = 0
 
-    def add(self, reason: str, key: str, shard: str, message: str) -> None:
+    def _row(self) -> int:
         info = get_worker_info()
-        row = 0 if info is None else 1 + info.id % (self.table.shape[0] - 1)
-        self.table[row, SKIP_REASONS.index(reason)] += 1
+        return 0 if info is None else 1 + info.id % (self.table.shape[0] - 1)
+
+    def add(self, reason: str, key: str, shard: str, message: str, samples: int = 1) -> None:
+        self.table[self._row(), SKIP_REASONS.index(reason)] += samples
         self._logged += 1
         if self._logged <= _LOG_LIMIT:
-            logger.warning("skipped sample %s in %s (%s): %s", key, shard, reason, message)
+            logger.warning("skipped %s in %s (%s): %s", f"{samples} samples" if key == "?" else f"sample {key}",
+                           shard, reason, message)
         elif self._logged % 1000 == 0:
-            logger.warning("%d samples skipped so far in this process; latest: %s in %s (%s)", self._logged, key,
-                           shard, reason)
+            logger.warning("%d skips so far in this process; latest: %s in %s (%s)", self._logged, key, shard, reason)
+
+    def add_failed_shard(self) -> None:
+        self.table[self._row(), len(SKIP_REASONS)] += 1
 
     def counts(self) -> dict[str, int]:
+        """Skipped samples per reason, plus `shards`: failed shard reads."""
         totals = self.table.sum(0).tolist()
-        return {reason: int(n) for reason, n in zip(SKIP_REASONS, totals)}
+        return {**{reason: int(n) for reason, n in zip(SKIP_REASONS, totals)}, "shards": int(totals[-1])}
 
     def total(self) -> int:
-        return int(self.table.sum())
+        """Skipped samples in all."""
+        return int(self.table[:, :len(SKIP_REASONS)].sum())
+
+
+class ShardReads:
+    """Accounts for the samples a failing shard read loses.
+
+    `count(raw_samples)` wraps the tar reader's output and notes how many samples each visit of a shard gave; the
+    tar reader's error `handler` notes which shard failed (webdataset puts its url in the exception's args). When a
+    failed visit ends, the samples it did not give (the card's count for the shard minus those read) are counted as
+    skipped samples, once per visit however many errors the reader raised, and the failed read as one shard. With
+    sample splitting (`consumer`, `consumers`), only this consumer's share of the lost samples is counted.
+    """
+
+    def __init__(self, urls: Sequence[str], card: dict[str, Any] | None, counter: "SkipCounter"):
+        counts: dict[str, int] = {}
+        for info in (card or {}).get("splits", {}).values():
+            counts.update(info.get("shard_counts") or {})
+        self.expected = {url: n for url in urls for rel, n in counts.items() if url.endswith(rel)}
+        self.urls, self.counter = set(urls), counter
+        self.failed: dict[str, str] = {}  # url -> first error of the current visit
+
+    def handler(self, exn: Exception) -> bool:
+        texts = [a for a in reversed(getattr(exn, "args", ())) if isinstance(a, str)]
+        shard = next((url for text in texts for url in self.urls if url == text or f"'{url}'" in text), "?")
+        self.failed.setdefault(shard, f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}")
+        return True  # go on with the next shard
+
+    def count(self, samples: Iterable[dict[str, Any]], consumer: int = 0, consumers: int = 1
+              ) -> Iterator[dict[str, Any]]:
+        current, read = None, 0
+        for sample in samples:
+            url = sample.get("__url__")
+            if url != current:
+                self._close(current, read, consumer, consumers)
+                current, read = url, 0
+            read += 1
+            yield sample
+        self._close(current, read, consumer, consumers)
+        for shard in list(self.failed):  # failed before giving a single sample
+            self._close(shard, 0, consumer, consumers)
+
+    def _close(self, url: str | None, read: int, consumer: int, consumers: int) -> None:
+        if url is None or url not in self.failed:
+            return
+        message = self.failed.pop(url)
+        self.counter.add_failed_shard()
+        expected = self.expected.get(url)
+        lost = 0 if expected is None else len(range(read + (consumer - read) % consumers, expected, consumers))
+        amount = str(lost) if expected is not None else "an unknown number of"
+        self.counter.add("tar_error", "?", url, f"{message}; {amount} samples lost", samples=lost)

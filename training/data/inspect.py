@@ -17,7 +17,7 @@ import numpy as np
 
 from unimask.atomic import atomic_write
 
-from .format import read_card
+from .format import SkipCounter, read_card
 from .loader import iterate_samples
 
 def _breakdown(meta: dict[str, Any]) -> str | None:
@@ -51,7 +51,8 @@ def inspect_dataset(directory: str | Path, split: str = "train", samples: int = 
     breakdown: collections.Counter = collections.Counter()
     seen = 0
     task = "vla" if "vla" in card.get("tasks", []) else ("i2t" if "i2t" in card.get("tasks", []) else "lm")
-    for sample in iterate_samples(directory, split, task=task):
+    counter = SkipCounter()
+    for sample in iterate_samples(directory, split, task=task, counter=counter):
         seen += 1
         key = _breakdown(sample["meta"])
         if key:
@@ -64,8 +65,13 @@ def inspect_dataset(directory: str | Path, split: str = "train", samples: int = 
                 picked[j] = sample
         if not count and seen >= 50 * samples:
             break
+    expected = card["splits"][split]["count"]
     if count:
-        print(f"  read back {seen} {split} samples")
+        print(f"  read back {seen} of {expected} {split} samples")
+        if seen < expected:
+            skipped = {k: v for k, v in counter.counts().items() if v}
+            print(f"  WARNING: {expected - seen} {split} samples could not be read ({skipped}; 'shards' counts failed "
+                  "shard reads); see the log above for which.")
     if breakdown:
         scope = "" if count else f" (first {seen} samples only)"
         print(f"  breakdown{scope}: " + ", ".join(f"{k}: {v}" for k, v in sorted(breakdown.items())))
@@ -78,4 +84,5 @@ def inspect_dataset(directory: str | Path, split: str = "train", samples: int = 
                 ).save(buffer, format="PNG")
     atomic_write(png, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
     print(f"  grid of {len(picked)} samples: {png}")
-    return {"counts": {"read": seen}, "breakdown": dict(breakdown), "png": str(png)}
+    return {"counts": {"read": seen, "expected": expected, "skipped": counter.counts()}, "breakdown": dict(breakdown),
+            "png": str(png)}

@@ -48,7 +48,7 @@ from unimask.processor import Processor
 from unimask.registry import get_modality, get_task
 from unimask.sequence import SequenceError, TokenSequence, collate
 
-from .format import DataError, SkipCounter, resolve_shards
+from .format import DataError, ShardReads, SkipCounter, resolve_shards
 
 _MAX_WORKERS = 256
 
@@ -232,26 +232,25 @@ class SampleStream(IterableDataset):
         self.epoch = epoch
 
     def _tar_handler(self, exn: Exception) -> bool:
-        args = [a for a in getattr(exn, "args", ()) if isinstance(a, str)]
-        shard = next((a for a in reversed(args) if a.endswith(".tar") or "/" in a), "?")
-        self.counter.add("tar_error", "?", shard, f"{type(exn).__name__}: {args[0] if args else exn}")
         self._tar_errors_in_a_row += 1
         if self.resampled and self._tar_errors_in_a_row > 2 * len(self.urls) + 10:
             raise DataError(f"stream {self.name}: {self._tar_errors_in_a_row} shard reads in a row failed and no "
                             f"sample was read; are the shards ({self.urls[:3]}...) readable?")
-        return True  # keep going with the next file or shard
+        return self._reads.handler(exn)
 
     def _pipeline(self) -> Any:
         import webdataset as wds
 
-        _, num_workers = _worker()
+        worker, num_workers = _worker()
         consumers = self.world_size * num_workers
         by_sample = not self.resampled and (
             self.split_by == "sample" or (self.split_by == "auto" and len(self.urls) < consumers))
         stages: list[Any] = [ShardOrder(self.urls, self.resampled, self.shard_shuffle, self.seed, self.epoch)]
         if not by_sample:
             stages += [node_splitter(self.rank, self.world_size), worker_splitter]
-        stages.append(wds.tarfile_to_samples(handler=self._tar_handler))
+        self._reads = ShardReads(self.urls, self.card, self.counter)
+        share = (self.rank * num_workers + worker, consumers) if by_sample else (0, 1)
+        stages += [wds.tarfile_to_samples(handler=self._tar_handler), lambda src: self._reads.count(src, *share)]
         if by_sample:
             stages.append(sample_splitter(self.rank, self.world_size))
         if self.shuffle_buffer > 1:

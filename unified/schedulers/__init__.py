@@ -9,6 +9,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from unimask.errors import InputTypeError
+
 from .action import ActionUnmaskingScheduler
 from .image import ImageUnmaskingScheduler
 from .text import TextUnmaskingScheduler
@@ -44,7 +46,7 @@ def make_scheduler(name: str, vocab: Any, **options: Any) -> Any:
     """Scheduler `name` for `vocab` with `options`; an option it does not take raises TypeError naming the valid ones."""
     unknown = sorted(set(options) - scheduler_options(name))
     if unknown:
-        raise TypeError(f"unknown scheduler option(s) {unknown}; {_class(name).__name__} accepts "
+        raise InputTypeError(f"unknown scheduler option(s) {unknown}; {_class(name).__name__} accepts "
                         f"{sorted(scheduler_options(name))}.")
     cls = _class(name)
     parameters = inspect.signature(cls.__init__).parameters

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from .base import FixedStepScheduler, SchedulerOutput, check_non_negative, sample_tokens, token_probability, top_k_mask
+from .base import (FixedStepScheduler, SchedulerOutput, check_non_negative, check_number, sample_tokens,
+                   token_probability, top_k_mask)
 
 
 class ActionUnmaskingScheduler(FixedStepScheduler):
     def __init__(self, mask_id: int, temperature: float = 0.0, remask_threshold: float | None = None):
-        if remask_threshold is not None and not 0 < remask_threshold < 1:
-            raise ValueError(f"`remask_threshold` must be in (0, 1) or None, got {remask_threshold!r}.")
+        if remask_threshold is not None:
+            remask_threshold = check_number("remask_threshold", remask_threshold, 0, 1, open_low=True, open_high=True)
         self.mask_id = mask_id
         self.temperature = check_non_negative("temperature", temperature)
         self.remask_threshold = remask_threshold

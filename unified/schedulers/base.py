@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
+
+from unimask.errors import InputError, InputTypeError
 
 
 @dataclass
@@ -47,15 +51,28 @@ def top_k_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def check_positive_int(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InputTypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}.")
+    if value < 1:
+        raise InputError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    return value
+
+
+def check_number(name: str, value: float, low: float = 0.0, high: float = math.inf, open_low: bool = False,
+                 open_high: bool = False) -> float:
+    """A finite real number in the range [low, high] (ends open when asked); NaN and infinities are refused."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise InputTypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}.")
+    value = float(value)
+    inside = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+    if not math.isfinite(value) or not inside:
+        span = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise InputError(f"`{name}` must be a finite number in {span}, got {value!r}.")
     return value
 
 
 def check_non_negative(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"`{name}` must be a number >= 0, got {value!r}.")
-    return float(value)
+    return check_number(name, value, 0.0)
 
 
 class NotReadyError(RuntimeError):

@@ -15,7 +15,8 @@ import math
 
 import torch
 
-from unimask.masking import get_mask_schedule
+from unimask.errors import InputError
+from unimask.masking import MASK_SCHEDULES, get_mask_schedule
 
 from .base import FixedStepScheduler, SchedulerOutput, check_non_negative, gumbel_noise, sample_tokens
 
@@ -39,7 +40,8 @@ def masked_counts(num_tokens: int, num_steps: int, schedule: str = "cosine") -> 
 class ImageUnmaskingScheduler(FixedStepScheduler):
     def __init__(self, mask_id: int, schedule: str = "cosine", temperature: float = 1.0,
                  choice_temperature: float = 4.5):
-        get_mask_schedule(schedule)
+        if schedule not in MASK_SCHEDULES:
+            raise InputError(f"`schedule` must be one of {sorted(MASK_SCHEDULES)}, got {schedule!r}.")
         self.mask_id = mask_id
         self.schedule = schedule
         self.temperature = check_non_negative("temperature", temperature)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import (NotReadyError, SchedulerOutput, check_non_negative, check_positive_int, sample_tokens,
-                   token_probability, top_k_mask)
+from unimask.errors import InputError, InputTypeError
+
+from .base import (NotReadyError, SchedulerOutput, check_non_negative, check_number, check_positive_int,
+                   sample_tokens, token_probability, top_k_mask)
 
 
 def llada_split(masked_count: torch.Tensor, steps: int) -> torch.Tensor:
@@ -31,9 +33,11 @@ class TextUnmaskingScheduler:
                  remasking: str = "low_confidence", temperature: float = 0.0, threshold: float | None = None,
                  stop_at_eos: bool = True):
         if remasking not in ("low_confidence", "random"):
-            raise ValueError(f"`remasking` must be 'low_confidence' or 'random', got {remasking!r}.")
-        if threshold is not None and not 0 < threshold <= 1:
-            raise ValueError(f"`threshold` must be in (0, 1] or None, got {threshold!r}.")
+            raise InputError(f"`remasking` must be 'low_confidence' or 'random', got {remasking!r}.")
+        if threshold is not None:
+            threshold = check_number("threshold", threshold, 0, 1, open_low=True)
+        if not isinstance(stop_at_eos, bool):
+            raise InputTypeError(f"`stop_at_eos` must be True or False, got {stop_at_eos!r}.")
         self.mask_id, self.eos_id, self.pad_id = mask_id, eos_id, pad_id
         self.block_length = None if block_length is None else check_positive_int("block_length", block_length)
         self.remasking = remasking

@@ -17,6 +17,7 @@ stored as per-step samples with action chunks, exactly like the Meta-World write
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -34,17 +35,33 @@ TEXT_COLUMNS = ("caption", "text")
 EPISODE_SUFFIXES = (".npz", ".hdf5", ".h5")
 
 
-def read_captions(path: str | Path) -> dict[str, list[str]]:
+def _captions_text(path: Path, encoding: str | None) -> str:
+    """The captions file as text: in `encoding` when given, else UTF-16 when it starts with a UTF-16 byte-order mark,
+    else UTF-8 (with or without its mark); a file in another encoding is refused with the option that reads it."""
+    data = path.read_bytes()
+    if encoding is None:
+        encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not {encoding} text (byte {err.start}: {err.reason}); give its encoding with "
+                        "--captions-encoding, e.g. --captions-encoding latin-1.") from None
+    except LookupError:
+        raise DataError(f"unknown text encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1."
+                        ) from None
+
+
+def read_captions(path: str | Path, encoding: str | None = None) -> dict[str, list[str]]:
     """{file name: [captions]} from a .csv (with header) or .jsonl captions file, in file order."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"captions file {path} does not exist.")
+    text = _captions_text(path, encoding)
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
     elif path.suffix.lower() in (".jsonl", ".json"):
         rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -90,7 +107,7 @@ def _test_groups(hashes: Sequence[str], test_fraction: float, seed: int) -> set[
 
 def write_image_folder(out: str | Path, images: str | Path, captions: str | Path, *, image_size: int = 64,
                        test_fraction: float = 0.1, seed: int = 0, shard_size: int = 1000,
-                       command: str | None = None) -> dict[str, Any]:
+                       captions_encoding: str | None = None, command: str | None = None) -> dict[str, Any]:
     """Write a captioned image folder as a dataset; returns the card."""
     started = time.time()
     images = Path(images)
@@ -98,14 +115,14 @@ def write_image_folder(out: str | Path, images: str | Path, captions: str | Path
         raise DataError(f"image folder {images} does not exist.")
     if image_size < 0:
         raise DataError(f"`image_size` must be >= 0 (0 keeps the original size), got {image_size}.")
-    table = read_captions(captions)
+    table = read_captions(captions, captions_encoding)
     loaded: list[tuple[str, np.ndarray, list[str], str]] = []
     skipped: list[dict[str, str]] = []
     for name, texts in table.items():
         path = Path(name) if Path(name).is_absolute() else images / name
         try:
             pixels = load_image(path, image_size)
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+        except (FileNotFoundError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
             skipped.append({"file": name, "reason": f"{type(err).__name__}: {err}"})
             continue
         loaded.append((name, pixels, texts, content_hash(pixels)))
