@@ -22,6 +22,8 @@ import numpy as np
 from unimask.errors import InputError
 from unimask.training.plots import action_chunk_plot, frame_strip
 
+from .batching import Batcher, DemoBusyError
+
 DEFAULT_CHECKPOINT = "runs/quickstart/model"
 MAX_PROMPT_CHARS = 200
 MAX_SEED = 2**31 - 1
@@ -55,9 +57,20 @@ def _number(name: str, value: Any, low: float, high: float) -> float:
 
 
 def _rgb(image: Any, what: str) -> np.ndarray:
-    """uint8 [H, W, 3] from what an upload gives (array or PIL; grey or RGBA accepted)."""
+    """uint8 [H, W, 3] from what an upload gives (a file path, an array or a PIL image; grey or RGBA accepted)."""
     if image is None:
-        raise DemoInputError(f"Upload or pick {what} first.")
+        raise DemoInputError(f"Upload or pick an {what} first.")
+    if isinstance(image, dict) and "path" in image:  # an upload as gradio sends it (events run unpreprocessed)
+        image = image["path"]
+    if isinstance(image, (str, Path)):
+        from PIL import Image
+
+        try:
+            with Image.open(image) as opened:
+                image = np.asarray(opened.convert("RGB"))
+        except (OSError, Image.DecompressionBombError) as err:
+            raise DemoInputError(f"The uploaded file is not a picture this demo can read ({type(err).__name__}); "
+                                 "upload a PNG or JPEG.") from None
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
@@ -65,6 +78,8 @@ def _rgb(image: Any, what: str) -> np.ndarray:
         raise DemoInputError(f"The {what} must be a grey, RGB or RGBA picture, got an array of shape {array.shape}.")
     if min(array.shape[:2]) < 8:
         raise DemoInputError(f"The {what} is {array.shape[1]}x{array.shape[0]} pixels; give at least 8x8.")
+    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise DemoInputError(f"The {what} holds values that are not finite numbers; upload a picture file.")
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     if array.dtype != np.uint8:
@@ -113,11 +128,13 @@ def example_images(image_size: int) -> list[tuple[str, np.ndarray]]:
 class DemoFunctions:
     """What each tab does, with input validation; `build_app` wires these to widgets.
 
-    Calls are serialised with a lock: the model and the simulator's GL context are shared by all browser sessions,
-    and on a CPU machine running two requests at once only makes both slower.
+    Requests arrive on many threads. Each one's inputs are checked on its own thread; then captions, images and action
+    chunks wait in a bounded queue (`unimask.demos.batching.Batcher`) and requests with the same settings are served
+    together in one model call (`max_batch` of them at most; 1 serves them one by one). The model and the
+    simulator's GL context are used under one lock: on a CPU machine two model calls at once only make both slower.
     """
 
-    def __init__(self, pipeline):
+    def __init__(self, pipeline, max_batch: int = 16, max_pending: int = 64):
         self.pipe = pipeline
         processor = pipeline.processor
         self.caption_length = processor.length("text")
@@ -128,14 +145,17 @@ class DemoFunctions:
         self.action_names = (METAWORLD_ACTION_NAMES if action_dim == len(METAWORLD_ACTION_NAMES)
                              else tuple(f"a{d}" for d in range(action_dim)))
         self._lock = threading.Lock()
+        batcher = functools.partial(Batcher, lock=self._lock, max_batch=max_batch, max_pending=max_pending)
+        self._captions = batcher(lambda steps, images: self.pipe.caption(images, steps=steps))
+        self._images = batcher(self._images_batch)
+        self._chunks = batcher(self._chunks_batch)
 
     # ----- Caption ------------------------------------------------------------------------------------------------
     def caption(self, image: Any, steps: int | None = None) -> str:
         """The generated caption of one picture; `steps` defaults to one per caption token."""
-        image = _rgb(image, "an image")
+        image = _rgb(image, "image")
         steps = _whole("steps", self.caption_length if steps is None else steps, 1, self.caption_length)
-        with self._lock:
-            return self.pipe.caption([image], steps=steps)[0]
+        return self._captions(steps, image)
 
     # ----- Text to image ------------------------------------------------------------------------------------------
     def text_to_image(self, prompt: str, steps: int = 12, guidance: float = 3.0, seed: int = 0):
@@ -148,15 +168,20 @@ class DemoFunctions:
         steps = _whole("steps", steps, 1, self.image_tokens)
         guidance = _number("guidance", guidance, 0.0, 20.0)
         seed = _whole("seed", seed, 0, MAX_SEED)
-        with self._lock:
-            start = time.perf_counter()
-            out = self.pipe.text_to_image([prompt.strip()], steps=steps, guidance_scale=guidance, seed=seed,
-                                          return_trajectory=True)
-            seconds = time.perf_counter() - start
+        return self._images((steps, guidance), (prompt.strip(), seed))
+
+    def _images_batch(self, settings: tuple[int, float], requests: list[tuple[str, int]]) -> list[tuple]:
+        steps, guidance = settings
+        start = time.perf_counter()
+        out = self.pipe.text_to_image([prompt for prompt, _ in requests], steps=steps, guidance_scale=guidance,
+                                      seed=[seed for _, seed in requests], return_trajectory=True)
+        seconds = time.perf_counter() - start
         big = lambda im: im.resize((im.width * 4, im.height * 4), 0)  # noqa: E731  (0 = nearest)
-        gallery = [(big(frame[0]), f"step {i + 1}/{steps}") for i, frame in enumerate(out.trajectory_images)]
-        info = f"{steps} steps, {out.forward_passes} model calls, {seconds:.2f} s"
-        return big(out.outputs[0]), gallery, info
+        info = (f"{steps} steps, {out.forward_passes} model calls, {seconds:.2f} s for a batch of {len(requests)} "
+                "request(s)")
+        return [(big(out.outputs[row]), [(big(frame[row]), f"step {i + 1}/{steps}")
+                                         for i, frame in enumerate(out.trajectory_images)], info)
+                for row in range(len(requests))]
 
     # ----- Robot actions ------------------------------------------------------------------------------------------
     def _check_task(self, task: str):
@@ -174,23 +199,27 @@ class DemoFunctions:
         robot = self._check_task(task)
         seed = _whole("seed", seed, 0, MAX_SEED)
         steps = _whole("steps", steps, 1, self.action_tokens)
-        uploaded = None if observation is None else _rgb(observation, "an observation")
+        uploaded = None if observation is None else _rgb(observation, "observation")
         with self._lock:
             env = robot.MetaWorldEnv(task, image_size=self.image_size)
             try:
                 obs, _ = env.reset(seed=seed)
             finally:
                 env.close()
-            image = obs["image"] if uploaded is None else uploaded
-            state = obs["state"][None] if self.pipe.uses_state else None
-            start = time.perf_counter()
-            chunk = self.pipe.act([image], [obs["instruction"]], state=state, steps=steps)[0]  # (H, D)
-            seconds = time.perf_counter() - start
+        image = obs["image"] if uploaded is None else uploaded
+        start = time.perf_counter()
+        chunk = self._chunks(steps, (image, obs["instruction"], obs["state"]))  # (H, D)
+        seconds = time.perf_counter() - start
         plot = action_chunk_plot(chunk, self.action_names, f"{task}: predicted action chunk")
         rows = [[t, *(round(float(v), 4) for v in row)] for t, row in enumerate(chunk)]
         source = "the uploaded picture" if uploaded is not None else f"the first frame of seed {seed}"
         info = f"instruction: {obs['instruction']!r}; observation: {source}; {len(chunk)} actions in {seconds:.2f} s"
         return image, plot, rows, info
+
+    def _chunks_batch(self, steps: int, requests: list[tuple]) -> np.ndarray:
+        images, instructions, states = zip(*requests)
+        return self.pipe.act(list(images), list(instructions), state=np.stack(states) if self.pipe.uses_state else None,
+                             steps=steps)
 
     def episode(self, task: str, seed: int = ROBOT_SEED, max_steps: int = 60, steps: int = 2):
         """A short closed-loop episode (execute the chunk, re-plan): (frame strip, status text)."""
@@ -212,21 +241,23 @@ class DemoFunctions:
         return frame_strip(result.frames), status
 
 
-def build_app(pipeline, examples: bool = True, title: str = "unimask demo"):
-    """The Gradio Blocks app for a `UnifiedPipeline`; call `.launch(server_name="127.0.0.1")` on it."""
+def build_app(pipeline, examples: bool = True, title: str = "unimask demo", max_batch: int = 16,
+              max_pending: int = 64):
+    """The Gradio Blocks app for a `UnifiedPipeline`; call `.launch(server_name="127.0.0.1")` on it. Up to
+    `max_pending` requests wait at once; those of one kind and settings are served `max_batch` at a time."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
 
     from unimask.training.envs.metaworld import MT10_TASKS
 
-    functions = DemoFunctions(pipeline)
+    functions = DemoFunctions(pipeline, max_batch=max_batch, max_pending=max_pending)
 
     def friendly(fn):
         @functools.wraps(fn)
         def wrapper(*args):
             try:
                 return fn(*args)
-            except ValueError as err:  # DemoInputError and the pipeline's own input checks
+            except (InputError, DemoBusyError) as err:  # our own input checks and the pipeline's, a full queue
                 raise gr.Error(str(err)) from None
         return wrapper
 
@@ -235,7 +266,7 @@ def build_app(pipeline, examples: bool = True, title: str = "unimask demo"):
                     "text and writes robot action chunks, all by unmasking tokens.")
         with gr.Tab("Caption"):
             with gr.Row():
-                image = gr.Image(type="numpy", label="image", image_mode="RGB")
+                image = gr.Image(type="filepath", label="image", image_mode="RGB")
                 with gr.Column():
                     caption_steps = gr.Slider(1, functions.caption_length, value=functions.caption_length, step=1,
                                               label="steps (one per caption token is the most careful)")
@@ -243,32 +274,34 @@ def build_app(pipeline, examples: bool = True, title: str = "unimask demo"):
                     caption_button = gr.Button("Caption", variant="primary")
             if examples:
                 pictures = example_images(functions.image_size)
-                gr.Examples([[picture] for _, picture in pictures], inputs=[image],
+                gr.Examples([[_example_file(picture, i)] for i, (_, picture) in enumerate(pictures)], inputs=[image],
                             label="examples: " + "; ".join(label for label, _ in pictures))
+            # preprocess=False: the upload reaches `_rgb` as a file, which explains a file that is not a picture.
             caption_button.click(friendly(functions.caption), [image, caption_steps], caption_out,
-                                 api_name="caption")
+                                 api_name="caption", concurrency_limit=max_pending, preprocess=False)
         with gr.Tab("Text to image"):
             prompt = gr.Textbox(value="the digit seven", label="prompt", max_length=MAX_PROMPT_CHARS)
             with gr.Row():
                 t2i_steps = gr.Slider(1, min(64, functions.image_tokens), value=min(12, functions.image_tokens),
                                       step=1, label="steps")
                 guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="guidance (1 = off)")
-                seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="seed")
+                seed = gr.Textbox(value="0", label=f"seed (a whole number, 0 to {MAX_SEED})")
             generate_button = gr.Button("Generate", variant="primary")
             with gr.Row():
                 result = gr.Image(label="image")
                 gallery = gr.Gallery(label="denoising steps (the image after each unmasking step)", columns=6)
             t2i_info = gr.Textbox(label="run", interactive=False)
             generate_button.click(friendly(functions.text_to_image), [prompt, t2i_steps, guidance, seed],
-                                  [result, gallery, t2i_info], api_name="text_to_image")
+                                  [result, gallery, t2i_info], api_name="text_to_image",
+                                  concurrency_limit=max_pending)
         with gr.Tab("Robot actions"):
             with gr.Row():
                 task = gr.Dropdown(list(MT10_TASKS), value="drawer-open-v3", label="Meta-World MT10 task")
-                robot_seed = gr.Number(value=ROBOT_SEED, precision=0, minimum=0, maximum=MAX_SEED,
-                                       label="episode seed (>= 100000000: never in the training data)")
+                robot_seed = gr.Textbox(value=str(ROBOT_SEED),
+                                        label="episode seed (>= 100000000: never in the training data)")
                 act_steps = gr.Slider(1, min(16, functions.action_tokens), value=min(2, functions.action_tokens),
                                       step=1, label="decoding steps per chunk")
-            upload = gr.Image(type="numpy", label="observation (optional: replaces the episode's first frame)",
+            upload = gr.Image(type="filepath", label="observation (optional: replaces the episode's first frame)",
                               image_mode="RGB")
             decode_button = gr.Button("Decode actions", variant="primary")
             with gr.Row():
@@ -277,7 +310,8 @@ def build_app(pipeline, examples: bool = True, title: str = "unimask demo"):
             table = gr.Dataframe(headers=["step", *functions.action_names], label="actions in real units")
             act_info = gr.Textbox(label="run", interactive=False)
             decode_button.click(friendly(functions.actions), [task, robot_seed, upload, act_steps],
-                                [seen, plot, table, act_info], api_name="actions")
+                                [seen, plot, table, act_info], api_name="actions", concurrency_limit=max_pending,
+                                preprocess=False)
             with gr.Row():
                 max_steps = gr.Slider(5, 200, value=60, step=5, label="episode length cap (actions)")
                 episode_button = gr.Button("Run a short closed-loop episode")
@@ -285,7 +319,20 @@ def build_app(pipeline, examples: bool = True, title: str = "unimask demo"):
             status = gr.Textbox(label="result", interactive=False)
             episode_button.click(friendly(functions.episode), [task, robot_seed, max_steps, act_steps],
                                  [strip, status], api_name="episode")
+    app.queue(max_size=max_pending)
     return app
+
+
+def _example_file(picture: np.ndarray, index: int) -> str:
+    """An example picture saved as a PNG file (the image inputs take files, so an upload that is not a picture gets a
+    clear message rather than a failure inside gradio)."""
+    import tempfile
+
+    from PIL import Image
+
+    path = Path(tempfile.gettempdir()) / f"unimask-demo-example-{os.getpid()}-{index}.png"
+    Image.fromarray(picture).save(path)
+    return str(path)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -295,6 +342,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--max-batch", type=int, default=16,
+                        help="requests of one kind served by one model call (default 16; 1: one at a time)")
+    parser.add_argument("--max-pending", type=int, default=64, help="requests waiting at most (default 64)")
     parser.set_defaults(func=_run)
 
 
@@ -312,7 +362,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from unimask.pipeline import UnifiedPipeline
 
-    app = build_app(UnifiedPipeline.from_pretrained(checkpoint))
+    if args.max_batch < 1 or args.max_pending < 1:
+        print("unimask demo: --max-batch and --max-pending must be >= 1.", file=sys.stderr)
+        return 2
+    app = build_app(UnifiedPipeline.from_pretrained(checkpoint), max_batch=args.max_batch,
+                    max_pending=args.max_pending)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"unimask demo: binding to {args.host}: anyone who can reach this machine can use the demo.")
     try:

@@ -139,6 +139,51 @@ def test_each_tab_answers_through_gradio_client(served, tmp_path):
     assert Image.open(strip).size == (6 * 64, 64) and "after 5 steps" in status
     with pytest.raises(AppError, match="Type a prompt first"):
         client.predict("  ", 3, 2.0, 0, api_name="/text_to_image")
+    (tmp_path / "notes.png").write_text("a text file with a picture's name")
+    with pytest.raises(AppError, match="not a picture this demo can read"):
+        client.predict(handle_file(str(tmp_path / "notes.png")), 8, api_name="/caption")
+    with pytest.raises(AppError, match="`seed` must be a whole number"):
+        client.predict("the digit seven", 3, 2.0, "abc", api_name="/text_to_image")
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(pipe):
+    """16 requests at once: served in a few model calls, and each image equals the one its seed gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = []
+    demo = DemoFunctions(pipe, max_batch=8)
+    batch = demo._images.run
+    demo._images.run = lambda key, items: calls.append(len(items)) or batch(key, items)
+    alone = DemoFunctions(pipe, max_batch=1)
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda seed: demo.text_to_image("the digit seven", 3, 2.0, seed), range(16)))
+    assert sum(calls) == 16 and len(calls) <= 6 and max(calls) > 1, calls
+    for seed in (0, 9):
+        expected = np.asarray(alone.text_to_image("the digit seven", 3, 2.0, seed)[0], dtype=np.int16)
+        # The same codes; the VQ decoder's float rounding in a batch moves a pixel by a level at most.
+        assert np.abs(np.asarray(results[seed][0], dtype=np.int16) - expected).max() <= 1
+
+
+def test_a_full_queue_refuses_at_once():
+    import threading
+
+    from unimask.demos.batching import Batcher, DemoBusyError
+
+    gate = threading.Event()
+    batcher = Batcher(lambda key, items: gate.wait() and items, threading.Lock(), max_batch=1, max_pending=1)
+    first = threading.Thread(target=batcher, args=("k", 1))
+    first.start()
+    while not batcher._pending and first.is_alive():
+        pass  # wait until the worker holds the first request and a second one queues
+    second = threading.Thread(target=batcher, args=("k", 2))
+    second.start()
+    while not batcher._pending:
+        pass
+    with pytest.raises(DemoBusyError, match="busy"):
+        batcher("k", 3)
+    gate.set()
+    first.join(5)
+    second.join(5)
 
 
 def test_page_renders_in_headless_chromium(served, tmp_path):

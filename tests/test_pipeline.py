@@ -75,3 +75,11 @@ def test_bad_inputs_name_the_argument(pipe):
         pipe.caption(["not an image"])
     with pytest.raises(ValueError, match="inputs differ in length: 2 images, 1 instructions"):
         pipe.act(frames(2), ["x"], state=np.zeros((2, 3)))
+
+
+def test_one_seed_per_input_gives_each_input_its_own_output_alone_or_batched(pipe):
+    both = pipe.text_to_image(["a red square", "the digit seven"], steps=4, seed=[11, 12], return_trajectory=True)
+    alone = pipe.text_to_image(["the digit seven"], steps=4, seed=12, return_trajectory=True)
+    assert torch.equal(both.codes[1], alone.codes[0])
+    with pytest.raises(ValueError, match="lists 1 seeds for 2 inputs"):
+        pipe.text_to_image(["a red square", "the digit seven"], seed=[3])

@@ -93,11 +93,12 @@ def _fit_action_tokenizers(mt10: Path, out: Path) -> dict[str, Any]:
 
 # Images that are only read (caption sources, robot observations) go through the pixel encoder; VQ codes stay the
 # target of text to image. Guidance is used by text to image only, so only t2i rows train the unconditional branch.
-# Decoding starts from a fully masked target: a share of the targets is masked whole. Robot and caption rows carry
-# several masked copies of their target against one condition pass.
+# Decoding starts from a fully masked target, and robot chunks are decoded in two steps: half of the action targets
+# (and a share of the captions) are masked whole. Action bins are ordered: they learn from a Gaussian target over
+# neighbouring bins (README "Conditioning that learns" measures each of these).
 CONDITIONS = {"i2t": {"image": ["pixels"]}, "vla": {"image": ["pixels"]}}
 MASKING = {"p_uncond": 0.1, "condition_dropout": {"i2t": 0.0, "vla": 0.0},
-           "full_mask": {"vla": 0.2, "i2t": 0.2}, "target_copies": {"vla": 4, "i2t": 2}}
+           "full_mask": {"vla": 0.5, "i2t": 0.3}, "ordinal_sigma": {"action": 2.0}}
 PIXEL_ENCODER = {"resolution": 64, "tokens": 16, "channels": [32, 64, 128], "shift": 4}
 
 
@@ -105,7 +106,7 @@ def train_config(out: Path, plan: QuickstartPlan, seed: int = 0) -> dict[str, An
     data = out / "data"
     return {
         "model": {**plan.model, "attention": "prefix", "encoders": {"pixels": PIXEL_ENCODER}},
-        "init": {"codebook_embeddings": ["image"]},
+        "init": {"codebook_embeddings": ["image", "action", "state"]},
         "tokenizers": {"text": str(out / "tokenizers" / "text"), "image": str(out / "tokenizers" / "vq" / "tokenizer"),
                        "action": str(out / "tokenizers" / "actions"), "state": str(out / "tokenizers" / "state")},
         "sequence": {"caption_length": 24, "max_condition_text": 24, "action_horizon": 8, "action_dim": 4,

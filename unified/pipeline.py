@@ -66,15 +66,22 @@ def _check_flag(name: str, value: Any) -> bool:
     return value
 
 
-def _generator(seed: Any, generator: Any) -> torch.Generator | None:
+def _generator(seed: Any, generator: Any, rows: int) -> torch.Generator | list[torch.Generator] | None:
+    """The sampling generator: `generator`, or one made from `seed`; a list of seeds (one per input) gives one
+    generator per row, so each input's output depends on its own seed only, alone or in a batch."""
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise InputTypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}.")
         return generator
     if seed is None:
         return None
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != rows:
+            raise InputError(f"`seed` lists {len(seed)} seeds for {rows} inputs; give one seed, or one per input.")
+        return [_generator(s, None, rows) for s in seed]
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise InputTypeError(f"`seed` must be an integer, got {type(seed).__name__} {seed!r}.")
+        raise InputTypeError(f"`seed` must be an integer (or a list of one per input), got {type(seed).__name__} "
+                             f"{seed!r}.")
     if not 0 <= seed <= MAX_SEED:
         raise InputError(f"`seed` must be in [0, 2**63 - 1], got {seed}.")
     return torch.Generator().manual_seed(int(seed))
@@ -127,7 +134,6 @@ class UnifiedPipeline:
         given (-1 where the model must write them). Returns the decoded outputs, or a PipelineOutput with
         `return_trajectory=True`. Default steps: one per target token."""
         guidance_scale = check_number("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
-        generator = _generator(seed, generator)
         _check_flag("use_cache", use_cache)
         _check_flag("return_trajectory", return_trajectory)
         template = self.processor.template(task)
@@ -136,6 +142,7 @@ class UnifiedPipeline:
             if known is None:
                 raise InputError(f"task {template.name!r} has no condition: give the target's `known` codes.")
             rows = [[] for _ in range(len(known))]
+        generator = _generator(seed, generator, len(rows))
         sequences = self.processor.sequences(task, [[*row, None] for row in rows])
         for index, result in enumerate(sequences):
             if isinstance(result, InputError):
@@ -266,7 +273,11 @@ class UnifiedPipeline:
     def _state_rows(self, state: Any, batch: int) -> list[np.ndarray]:
         if not self.uses_state:
             raise InputError("this checkpoint was trained without state tokens; call act() without `state`.")
-        state = np.asarray(state, dtype=np.float32)
+        try:
+            state = np.asarray(state, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise InputTypeError(f"`state` must be an array of numbers [B, S], got {type(state).__name__} ({err}).") \
+                from None
         dim = self.processor.length("state")
         if state.shape != (batch, dim):
             raise InputError(f"`state` must have shape ({batch}, {dim}), got {state.shape}.")

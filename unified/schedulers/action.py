@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import (FixedStepScheduler, SchedulerOutput, check_non_negative, check_number, sample_tokens,
+from .base import (FixedStepScheduler, Generators, SchedulerOutput, check_non_negative, check_number, sample_tokens,
                    token_probability, top_k_mask)
 
 
@@ -28,8 +28,7 @@ class ActionUnmaskingScheduler(FixedStepScheduler):
         self._start(num_steps, num_tokens)
         self.given = given
 
-    def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
-             ) -> SchedulerOutput:
+    def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: Generators = None) -> SchedulerOutput:
         self._check_can_step()
         B, N = tokens.shape
         last = self.step_index == self.num_steps - 1

@@ -24,13 +24,26 @@ class SchedulerOutput:
     done: torch.Tensor  # (B,) bool: the row needs no further model call
 
 
-def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+Generators = torch.Generator | list[torch.Generator] | None  # one for the batch, or one per row
+
+
+def uniform(shape: torch.Size, generator: Generators, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) float64 noise of `shape` (rows first). With one generator per row, each row's noise depends on
+    its own generator only, so a request gives the same output alone or batched with others."""
+    if isinstance(generator, list):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for {shape[0]} rows; give one per row.")
+        return torch.stack([torch.rand(shape[1:], generator=g, dtype=torch.float64).to(device) for g in generator])
+    return torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+
+
+def gumbel_noise(shape: torch.Size, generator: Generators, device: torch.device) -> torch.Tensor:
     """Standard Gumbel noise in float64 (float32 Gumbel ties too often at low temperature, as LLaDA notes)."""
-    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+    u = uniform(shape, generator, device)
     return -torch.log(-torch.log(u.clamp(min=1e-20, max=1 - 1e-16)))
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, temperature: float, generator: Generators) -> torch.Tensor:
     """argmax(logits / T + Gumbel) (a categorical draw at temperature T); T = 0 is plain argmax."""
     if temperature == 0:
         return logits.argmax(dim=-1)

@@ -18,7 +18,8 @@ import torch
 from unimask.errors import InputError
 from unimask.masking import MASK_SCHEDULES, get_mask_schedule
 
-from .base import FixedStepScheduler, SchedulerOutput, check_non_negative, gumbel_noise, sample_tokens
+from .base import (FixedStepScheduler, Generators, SchedulerOutput, check_non_negative, gumbel_noise,
+                   sample_tokens)
 
 
 def masked_counts(num_tokens: int, num_steps: int, schedule: str = "cosine") -> list[int]:
@@ -51,8 +52,7 @@ class ImageUnmaskingScheduler(FixedStepScheduler):
         self._start(num_steps, num_tokens)
         self.counts = masked_counts(num_tokens, num_steps, self.schedule)
 
-    def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
-             ) -> SchedulerOutput:
+    def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: Generators = None) -> SchedulerOutput:
         """logits (B, N, V) restricted to image ids; tokens (B, N) with [MASK] where undecided."""
         self._check_can_step()
         B, N = tokens.shape

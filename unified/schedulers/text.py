@@ -15,8 +15,8 @@ import torch
 
 from unimask.errors import InputError, InputTypeError
 
-from .base import (NotReadyError, SchedulerOutput, check_non_negative, check_number, check_positive_int,
-                   sample_tokens, token_probability, top_k_mask)
+from .base import (Generators, NotReadyError, SchedulerOutput, check_non_negative, check_number,
+                   check_positive_int, sample_tokens, token_probability, top_k_mask, uniform)
 
 
 def llada_split(masked_count: torch.Tensor, steps: int) -> torch.Tensor:
@@ -72,8 +72,7 @@ class TextUnmaskingScheduler:
         start = self.block * self.block_size
         return start, min(start + self.block_size, self.target_length)
 
-    def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
-             ) -> SchedulerOutput:
+    def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: Generators = None) -> SchedulerOutput:
         """logits (B, N, V) already restricted to text ids; tokens (B, N) with [MASK] where undecided."""
         if not self._ready:
             raise NotReadyError("call set_timesteps(num_steps, target_length) before step().")
@@ -91,7 +90,7 @@ class TextUnmaskingScheduler:
         if self.remasking == "low_confidence":
             score = token_probability(logits, predicted).double()
         else:
-            score = torch.rand((B, N), generator=generator, dtype=torch.float64, device=tokens.device)
+            score = uniform((B, N), generator, tokens.device)
         candidates = masked & in_block
         confidence = torch.where(candidates, score, torch.tensor(float("-inf"), dtype=torch.float64,
                                                                   device=tokens.device))

@@ -1,0 +1,127 @@
+"""Fuzzing the pipeline API with hypothesis: every call either answers well (strings, images, finite actions of the
+right shape) or raises an `InputError` (the documented family, `InputTypeError` included) — never another
+exception, never silent garbage, never a hang (each call has a deadline; steps are bounded by the target's tokens).
+
+300 cases run by default; `-m slow` runs 1,200 more."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from tiny_bundle import make_tiny_bundle
+from unimask import InputError, UnifiedPipeline
+
+DEFAULT = settings(max_examples=300, deadline=20_000, suppress_health_check=list(HealthCheck), derandomize=True)
+SLOW = settings(max_examples=1200, deadline=20_000, suppress_health_check=list(HealthCheck), derandomize=True)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return UnifiedPipeline.from_pretrained(make_tiny_bundle(tmp_path_factory.mktemp("fuzz")))
+
+
+numbers = st.one_of(st.integers(-10, 10**20), st.floats(allow_nan=True, allow_infinity=True), st.just(None),
+                    st.booleans(), st.text(max_size=4), st.just([1, 2]))
+
+
+def mostly(good, bad):
+    """Good values five times out of six: a call has several arguments, and the answering paths need fuzzing too
+    (the test counts both outcomes)."""
+    return st.sampled_from([True] * 5 + [False]).flatmap(lambda ok: good if ok else bad)
+
+
+steps = mostly(st.integers(1, 8), st.one_of(st.integers(-3, 300), numbers))
+guidance = mostly(st.floats(0, 5), numbers)
+texts = mostly(st.one_of(st.sampled_from(["open the drawer", "the digit seven"]), st.text(min_size=1, max_size=30)),
+               st.one_of(st.sampled_from(["<|eos|> seven", "\ud800 broken", "x" * 5000, "   ", ""]), st.integers(),
+                         st.just(None)))
+
+
+@st.composite
+def images(draw):
+    kind = draw(st.sampled_from(["uint8"] * 4 + ["float", "pil", "wrong", "tensor"]))
+    h, w = draw(st.integers(0, 70)), draw(st.integers(0, 70))
+    if kind == "uint8":
+        return np.full((h, w, draw(st.sampled_from([1, 3, 4]))), draw(st.integers(0, 255)), np.uint8)
+    if kind == "float":
+        return np.full((h, w, 3), draw(st.floats(allow_nan=True, allow_infinity=True)), np.float32)
+    if kind == "pil":
+        return Image.new(draw(st.sampled_from(["RGB", "L", "RGBA", "P", "1"])), (max(1, w), max(1, h)))
+    if kind == "tensor":
+        return torch.full((3, h, w), draw(st.one_of(st.floats(-2, 300), st.just(math.nan))))
+    return draw(st.sampled_from([None, "a picture", 3, [[1, 2]], np.zeros((2, 2, 2, 3), np.uint8)]))
+
+
+OUTCOMES = {"answered": 0, "refused": 0}
+
+
+def checked(call):
+    """Run `call`; only a good answer or an InputError may come out."""
+    try:
+        out = call()
+    except InputError:
+        OUTCOMES["refused"] += 1
+        return None
+    OUTCOMES["answered"] += 1
+    return out
+
+
+def check_caption(pipe, imgs, n_steps, guidance, seed):
+    out = checked(lambda: pipe.caption(imgs, steps=n_steps, guidance_scale=guidance, seed=seed))
+    if out is not None:
+        assert len(out) == len(imgs) and all(isinstance(c, str) for c in out)
+
+
+def check_image(pipe, prompts, n_steps, guidance, seed, temperature):
+    out = checked(lambda: pipe.text_to_image(prompts, steps=n_steps, guidance_scale=guidance, seed=seed,
+                                             temperature=temperature))
+    if out is not None:
+        assert len(out) == len(prompts) and all(isinstance(im, Image.Image) and im.size == (32, 32) for im in out)
+
+
+def check_act(pipe, imgs, instructions, state, n_steps, seed, remask):
+    options = {} if remask is None else {"remask_threshold": remask}
+    out = checked(lambda: pipe.act(imgs, instructions, state=state, steps=n_steps, seed=seed, **options))
+    if out is not None:
+        assert out.shape == (len(imgs), 2, 4) and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def fuzz(pipe, data):
+    which = data.draw(st.sampled_from(["caption", "image", "act"]))
+    seed = data.draw(mostly(st.integers(0, 100), st.one_of(st.integers(-5, 2**70), numbers)))
+    if which == "caption":
+        imgs = data.draw(mostly(st.lists(images(), min_size=1, max_size=3), st.one_of(st.just([]), images())))
+        check_caption(pipe, imgs, data.draw(steps), data.draw(guidance), seed)
+    elif which == "image":
+        prompts = data.draw(mostly(st.lists(texts, min_size=1, max_size=3), st.one_of(st.just([]), texts)))
+        check_image(pipe, prompts, data.draw(steps), data.draw(guidance), seed, data.draw(guidance))
+    else:
+        count = data.draw(mostly(st.integers(1, 3), st.just(0)))
+        imgs = [data.draw(images()) for _ in range(count)]
+        instructions = data.draw(st.lists(texts, min_size=count, max_size=count))
+        state = data.draw(mostly(st.just(np.zeros((count, 3))),
+                                 st.sampled_from([np.full((count, 3), math.nan), np.zeros((count, 5)), None, "state"])))
+        check_act(pipe, imgs, instructions, state, data.draw(steps), seed, data.draw(mostly(st.none(), numbers)))
+
+
+def run_fuzz(pipe, budget) -> None:
+    OUTCOMES.update(answered=0, refused=0)
+    budget(given(data=st.data())(lambda data: fuzz(pipe, data)))()
+    # Both paths ran: good inputs were answered and bad ones refused (a check that cannot pass vacuously).
+    assert OUTCOMES["answered"] > 20 and OUTCOMES["refused"] > 100, OUTCOMES
+
+
+def test_the_pipeline_answers_or_raises_an_input_error(pipe):
+    run_fuzz(pipe, DEFAULT)
+
+
+@pytest.mark.slow
+def test_the_pipeline_answers_or_raises_an_input_error_long(pipe):
+    run_fuzz(pipe, SLOW)
