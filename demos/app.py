@@ -200,20 +200,22 @@ class DemoFunctions:
         seed = _whole("seed", seed, 0, MAX_SEED)
         steps = _whole("steps", steps, 1, self.action_tokens)
         uploaded = None if observation is None else _rgb(observation, "observation")
+        from unimask.training.envs.gym import IMAGE_KEY, INSTRUCTION_KEY, STATE_KEY
+
         with self._lock:
             env = robot.MetaWorldEnv(task, image_size=self.image_size)
             try:
                 obs, _ = env.reset(seed=seed)
             finally:
                 env.close()
-        image = obs["image"] if uploaded is None else uploaded
+        image = obs[IMAGE_KEY] if uploaded is None else uploaded
         start = time.perf_counter()
-        chunk = self._chunks(steps, (image, obs["instruction"], obs["state"]))  # (H, D)
+        chunk = self._chunks(steps, (image, obs[INSTRUCTION_KEY], obs[STATE_KEY]))  # (H, D)
         seconds = time.perf_counter() - start
         plot = action_chunk_plot(chunk, self.action_names, f"{task}: predicted action chunk")
         rows = [[t, *(round(float(v), 4) for v in row)] for t, row in enumerate(chunk)]
         source = "the uploaded picture" if uploaded is not None else f"the first frame of seed {seed}"
-        info = f"instruction: {obs['instruction']!r}; observation: {source}; {len(chunk)} actions in {seconds:.2f} s"
+        info = f"instruction: {obs[INSTRUCTION_KEY]!r}; observation: {source}; {len(chunk)} actions in {seconds:.2f} s"
         return image, plot, rows, info
 
     def _chunks_batch(self, steps: int, requests: list[tuple]) -> np.ndarray:

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from unimask import UnifiedPipeline
-from unimask.training.envs.metaworld import MT10_TASKS, MetaWorldEnv
+from unimask.training.envs.gym import IMAGE_KEY, INSTRUCTION_KEY, STATE_KEY, MetaWorldEnv
+from unimask.training.envs.metaworld import MT10_TASKS
 from unimask.training.plots import action_chunk_plot
 
 
@@ -33,12 +34,12 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     env = MetaWorldEnv(args.task, image_size=pipe.image_size or 64)
     obs, _ = env.reset(seed=args.seed)
     env.close()
-    image = np.asarray(Image.open(args.image).convert("RGB")) if args.image else obs["image"]
-    state = obs["state"][None] if pipe.uses_state else None
-    chunk = pipe.act([image], [obs["instruction"]], state=state, steps=args.steps)[0]  # (horizon, 4)
+    image = np.asarray(Image.open(args.image).convert("RGB")) if args.image else obs[IMAGE_KEY]
+    state = obs[STATE_KEY][None] if pipe.uses_state else None
+    chunk = pipe.act([image], [obs[INSTRUCTION_KEY]], state=state, steps=args.steps)[0]  # (horizon, 4)
 
     names = ["x", "y", "z", "gripper"]  # end-effector displacement and gripper effort
-    print(f"instruction: {obs['instruction']!r}")
+    print(f"instruction: {obs[INSTRUCTION_KEY]!r}")
     print("step " + "".join(f"{name:>10}" for name in names))
     for t, row in enumerate(chunk):
         print(f"{t:<5}" + "".join(f"{v:>+10.4f}" for v in row))

@@ -9,4 +9,4 @@ class ExpertPolicy:
         from unimask.training.envs.metaworld import make_policy
 
         expert = make_policy(task)
-        return lambda obs: np.clip(expert.get_action(obs["privileged"]), -1, 1)[None]
+        return lambda obs: np.clip(expert.get_action(obs["observation.environment_state"]), -1, 1)[None]

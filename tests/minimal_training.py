@@ -34,7 +34,7 @@ def train_minimal(model: MaskedDiffusionTransformer, batches: Iterator[SequenceB
     model.train()
     for step in range(steps):
         loss, _ = train_step(engine, next(batches).to(model.device), vocab, masking, generator)
-        result.losses.append(float(loss.loss))
+        result.losses.append(float(loss.loss.detach()))
         result.steps = step + 1
         if stop_when is not None and stop_when(step, result.losses[-1]):
             break

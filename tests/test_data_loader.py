@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import logging
 from pathlib import Path
 
@@ -15,7 +16,8 @@ pytest.importorskip("webdataset")
 
 from unimask.processor import Processor, SequenceSettings  # noqa: E402
 from unimask.tokenizers.text import TextModality, train_text_tokenizer  # noqa: E402
-from unimask.training.data.format import DataError, DatasetWriter, encode_npy, make_sample, resolve_shards  # noqa: E402
+from unimask.training.data.format import (CARD_FILE, DataError, DatasetWriter, encode_npy, make_sample,  # noqa: E402
+                                          resolve_shards)
 from unimask.training.data.loader import (DataConfig, MixedDataset, SampleStream, StreamConfig,  # noqa: E402
                                           make_loader, resolve_rank_world)
 from unimask.vocab import VocabError  # noqa: E402
@@ -381,3 +383,15 @@ def test_an_image_the_tokenizer_rejects_is_skipped(tmp_path):
     loader = make_loader(config, processor({"image": Picky(), "action": BinActions()}))
     assert sum(len(b) for b in loader) == 40 - bad
     assert loader.dataset.skipped()["bad_shape"] == bad
+
+
+@pytest.mark.parametrize("field, value, match", [("action_dim", D + 4, "fit-actions"),
+                                                  ("horizon", H + 1, "sequence.action_horizon")])
+def test_a_dataset_whose_actions_the_model_cannot_code_is_refused_at_the_start(tmp_path, field, value, match):
+    write_dataset(tmp_path / "d", 4, 4)
+    card = json.loads((tmp_path / "d" / CARD_FILE).read_text())
+    (tmp_path / "d" / CARD_FILE).write_text(json.dumps({**card, field: value}))
+    config = DataConfig([StreamConfig(str(tmp_path / "d"), "vla")], batch_size=2, num_workers=0)
+    with pytest.raises(DataError, match=match):
+        make_loader(config, processor())
+    make_loader(DataConfig([StreamConfig(str(tmp_path / "d"), "i2t")], batch_size=2, num_workers=0), processor())

@@ -72,6 +72,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--export", default="", help="after training, write the inference bundle here")
     train.add_argument("--stop-after", type=int, default=0,
                        help="stop with a checkpoint after this step (resume later with the same command)")
+    train.add_argument("--init-from", default="", help="fine-tune this exported bundle (init.bundle): its weights, "
+                                                       "tokenizers and sequence settings")
+    train.add_argument("--lora-rank", type=int, default=None, help="train LoRA adapters of this rank instead of "
+                                                                   "every weight (init.lora_rank; merged at export)")
     train.add_argument("--dry-run", action="store_true", help="print parameter count and memory per rank, then exit")
     train.add_argument("--world-size", type=int, default=0, help="ranks assumed by --dry-run (default: the launcher's)")
     train.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # passed by `deepspeed`
@@ -96,7 +100,13 @@ def _run_train(args: argparse.Namespace) -> int:
     from unimask.training.train_config import TrainConfig
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
-    config = load_config(args.config, TrainConfig, args.overrides)
+    shortcuts = [f"init.bundle={args.init_from}"] * bool(args.init_from)
+    shortcuts += [f"init.lora_rank={args.lora_rank}"] * (args.lora_rank is not None)
+    config = load_config(args.config, TrainConfig, [*shortcuts, *args.overrides])
+    if config.init.bundle:
+        from unimask.training.finetune import resolve_bundle_init
+
+        config = resolve_bundle_init(config)
     if args.dry_run:
         from unimask.training.memory import print_estimate
 

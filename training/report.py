@@ -15,7 +15,7 @@ def _pictures(out: Path, pictures: Path) -> dict[str, str]:
     """Loss curves, a denoising strip, an action plot (predicted vs expert) and a closed-loop frame strip."""
     from unimask.pipeline import UnifiedPipeline
     from unimask.training.data.loader import iterate_samples
-    from unimask.training.envs.metaworld import MetaWorldEnv
+    from unimask.training.envs.gym import MetaWorldEnv
     from unimask.training.evaluation.robot import eval_seeds, rollout
     from unimask.training.evaluation.suite import T2I_DECODING, PipelinePolicy
     from unimask.training.plots import action_comparison_plot, frame_strip, loss_plot

@@ -22,11 +22,21 @@ RENAMED = {
 class InitSection:
     causal_lm: str = ""  # a local Llama-style causal LM folder to start from (AR-init); "" starts from scratch
     codebook_embeddings: list[str] = field(default_factory=list)  # modalities whose rows start from their codebook
+    bundle: str = ""  # an exported bundle to fine-tune: its weights, tokenizers and sequence settings (finetune.py)
+    lora_rank: int = 0  # LoRA adapters of this rank on attention + MLP, the rest frozen, merged at export (0: off)
+    lora_alpha: float = 16.0  # LoRA scale numerator: updates are scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.0  # dropout on the LoRA branch's input
 
     def __post_init__(self) -> None:
-        if self.causal_lm and self.codebook_embeddings:
-            raise ValueError(f"init.causal_lm ({self.causal_lm}) and init.codebook_embeddings "
-                             f"({self.codebook_embeddings}) both set the embeddings; choose one.")
+        starts = [name for name, value in (("causal_lm", self.causal_lm), ("bundle", self.bundle),
+                                           ("codebook_embeddings", self.codebook_embeddings)) if value]
+        if len(starts) > 1:
+            raise ValueError(f"init.{' and init.'.join(starts)} both set where the weights start; choose one.")
+        if self.lora_rank < 0:
+            raise ValueError(f"init.lora_rank must be >= 0 (0: off), got {self.lora_rank}.")
+        if self.lora_rank and not (self.bundle or self.causal_lm):
+            raise ValueError("init.lora_rank adapts pretrained weights; give init.bundle (or init.causal_lm) too, or "
+                             "set lora_rank to 0 to train from scratch.")
 
 
 @dataclass

@@ -31,6 +31,7 @@ from unimask.processor import Processor
 from unimask.training.checkpoints import (CheckpointError, complete_tags, damage, intact_tag, latest_tag,
                                           remove_orphans)
 from unimask.training.engines import DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, init_distributed
+from unimask.training.finetune import add_lora, export_state, load_bundle_weights, resolve_bundle_init
 from unimask.training.train_config import TrainConfig
 
 
@@ -47,19 +48,27 @@ def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedD
         raise ValueError(f"model.vocab_size is {config.model.vocab_size} but the tokenizers make a vocabulary of "
                          f"{vocab.size}; leave model.vocab_size out (it is taken from the tokenizers).")
     if config.init.causal_lm:
-        return MaskedDiffusionTransformer.from_causal_lm(config.init.causal_lm, vocab.size, attention=model_config.attention,
-                                                         max_seq_len=model_config.max_seq_len, seed=seed)
+        model = MaskedDiffusionTransformer.from_causal_lm(config.init.causal_lm, vocab.size,
+                                                          attention=model_config.attention,
+                                                          max_seq_len=model_config.max_seq_len, seed=seed)
+        if config.init.lora_rank:
+            add_lora(model, config.init.lora_rank, config.init.lora_alpha, config.init.lora_dropout)
+        return model
     for name in config.masking.ordinal_sigma:
         if vocab.has(name) and not getattr(processor.tokenizers.get(name), "ordinal", False):
             raise ValueError(f"masking.ordinal_sigma names {name!r}, whose tokenizer's codes are not ordered values "
                              "(bins are; FAST codes are not); drop it from ordinal_sigma.")
     model = MaskedDiffusionTransformer(model_config)
+    if config.init.bundle:
+        load_bundle_weights(model, config.init.bundle)
     for name in config.init.codebook_embeddings:
         vectors = getattr(processor.tokenizers.get(name), "codebook_vectors", None)
         if vectors is None:
             raise ValueError(f"init.codebook_embeddings names {name!r}, whose tokenizer has no codebook (give a "
                              "modality with a VQ tokenizer, e.g. image).")
         model.init_embedding_rows(vocab.range_of(name)[0], vectors, seed=seed)
+    if config.init.lora_rank:
+        add_lora(model, config.init.lora_rank, config.init.lora_alpha, config.init.lora_dropout)
     return model
 
 
@@ -92,6 +101,8 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         from unimask.training.data.loader import make_loader
 
+        if config.init.bundle:
+            config = resolve_bundle_init(config)
         self.config = config
         tc = config.train
         self.rank, self.world, local_rank = init_distributed(bool(tc.deepspeed))
@@ -107,8 +118,9 @@ class Trainer:
         torch.manual_seed(tc.seed)
         model = build_model(config, self.processor, tc.seed).to(self.device)
         o = config.optim
-        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+        trained = [p for p in model.parameters() if p.requires_grad]  # LoRA leaves the base weights frozen
+        decay = [p for p in trained if p.dim() >= 2]
+        no_decay = [p for p in trained if p.dim() < 2]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
@@ -324,7 +336,7 @@ class Trainer:
         model = MaskedDiffusionTransformer(self.engine.module.config)
         if use_ema and self.ema is not None:
             state = {k: v.to(state[k].dtype) for k, v in self.ema.items()}
-        model.load_state_dict(state)
+        model.load_state_dict(export_state(state, self.config.init))
         return self.bundle(model.eval()).save(directory)
 
     def bundle(self, model: MaskedDiffusionTransformer) -> Bundle:
@@ -354,6 +366,7 @@ def export_checkpoint(run: str | Path, out: str | Path, tag: str | None = None) 
         state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag)
     processor = Processor.from_folders(config.tokenizers, config.sequence, config.model.encoders)
     model = MaskedDiffusionTransformer(MaskedDiffusionConfig(**json.loads((run / "model_config.json").read_text())))
+    state = export_state(state, config.init)
     if "lm_head.weight" not in state and model.config.tie_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     model.load_state_dict(state)

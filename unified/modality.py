@@ -124,6 +124,10 @@ class Modality:
     def check(self, value: Any, card: dict[str, Any]) -> None:
         """Raise `SampleError("bad_shape", ...)` when a value disagrees with the dataset card."""
 
+    def dataset_mismatch(self, tokenizer: Any, card: dict[str, Any], settings: Any) -> str | None:
+        """Why a dataset (its card) cannot train this model's tokenizer and settings, or None when it can."""
+        return None
+
     def select(self, value: Any, how: str, rng: np.random.Generator) -> Any:
         """The variant of a read value a stream uses (`how` is one of `choices`); most modalities have one."""
         return value

@@ -52,6 +52,17 @@ def _check_steps(steps: Any, limit: int) -> int:
     return steps
 
 
+def _float_array(name: str, value: Any, shape: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise InputTypeError(f"`{name}` must be an array of numbers {shape}, got {type(value).__name__} ({err}).") \
+            from None
+    if not np.isfinite(array).all():
+        raise InputError(f"`{name}` holds NaN or infinite values; give finite numbers.")
+    return array
+
+
 def _check_list(name: str, values: Any) -> list:
     if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray, torch.Tensor)):
         raise InputTypeError(f"`{name}` must be a list, got {type(values).__name__}.")
@@ -261,27 +272,43 @@ class UnifiedPipeline:
 
     def act(self, images: Sequence[Any], instructions: Sequence[str], state: Any = None, steps: int = 2,
             guidance_scale: float = 1.0, seed: int | None = None, generator: torch.Generator | None = None,
-            use_cache: bool = True, return_trajectory: bool = False, **scheduler_options: Any):
+            use_cache: bool = True, return_trajectory: bool = False, executed: Any = None,
+            **scheduler_options: Any):
         """Action chunks [B, H, D] in real units for observations (frames) and instructions (+ state [B, S] when
-        the checkpoint was trained with state tokens)."""
+        the checkpoint was trained with state tokens).
+
+        `executed` [B, d, D] (1 <= d < H) are the actions the robot will still execute from its previous chunk
+        while this one is computed (real-time chunking): they are frozen as the first d actions of the new chunk and
+        only the rest is unmasked, so the new chunk continues what the robot does. The returned chunk starts with
+        them (quantised to the tokenizer's bins); execute from index d."""
         inputs = {"image": _check_list("images", images), "instruction": _check_list("instructions", instructions)}
+        batch = len(inputs["image"])
         if state is not None:
-            inputs["state"] = self._state_rows(state, len(inputs["image"]))
+            inputs["state"] = self._state_rows(state, batch)
+        known = None if executed is None else self._executed_codes(executed, batch)
         return self.generate("vla", inputs, steps, guidance_scale, seed, generator, use_cache, return_trajectory,
-                             **scheduler_options)
+                             known=known, **scheduler_options)
 
     def _state_rows(self, state: Any, batch: int) -> list[np.ndarray]:
         if not self.uses_state:
             raise InputError("this checkpoint was trained without state tokens; call act() without `state`.")
-        try:
-            state = np.asarray(state, dtype=np.float32)
-        except (TypeError, ValueError) as err:
-            raise InputTypeError(f"`state` must be an array of numbers [B, S], got {type(state).__name__} ({err}).") \
-                from None
+        state = _float_array("state", state, "[B, S]")
         dim = self.processor.length("state")
         if state.shape != (batch, dim):
             raise InputError(f"`state` must have shape ({batch}, {dim}), got {state.shape}.")
         return list(state)
+
+    def _executed_codes(self, executed: Any, batch: int) -> np.ndarray:
+        executed = _float_array("executed", executed, "[B, d, D]")
+        horizon, dim = self.processor.settings.action_horizon, self.processor.settings.action_dim
+        if executed.ndim != 3 or executed.shape[0] != batch or executed.shape[2] != dim \
+                or not 1 <= executed.shape[1] < horizon:
+            raise InputError(f"`executed` must have shape ({batch}, d, {dim}) with 1 <= d < {horizon} (the chunk's "
+                             f"horizon), got {executed.shape}.")
+        prefix = get_modality("action").prefix_codes(self.processor.tokenizers["action"], executed)
+        known = np.full((batch, self.processor.length("action")), -1, dtype=np.int64)
+        known[:, :prefix.shape[1]] = prefix
+        return known
 
     def infill(self, task: str, condition: dict[str, Any], target: Any, steps: int = 8,
                guidance_scale: float = 1.0, seed: int | None = None, generator: torch.Generator | None = None,

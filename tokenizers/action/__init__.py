@@ -25,8 +25,6 @@ The `unimask fit-actions` command (`unimask.training.fit_actions`) fits either k
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 from pathlib import Path
 
 from .base import ActionTokenizerBase, read_settings

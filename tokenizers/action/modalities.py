@@ -6,9 +6,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from unimask.errors import InputError
 from unimask.modality import Modality, SampleError, decode_npy
 
-from . import ActionTokenizerError, load_action_tokenizer
+from . import ActionTokenizerError, BinActionTokenizer, load_action_tokenizer
 
 
 def _finite_float(raw: bytes, ndim: int, what: str) -> np.ndarray:
@@ -49,8 +50,26 @@ class ActionModality(Modality):
     def decode(self, tokenizer: Any, codes: np.ndarray, settings: Any) -> np.ndarray:
         return np.asarray(tokenizer.decode_chunks(codes, settings.action_horizon), dtype=np.float32)
 
+    def prefix_codes(self, tokenizer: Any, actions: np.ndarray) -> np.ndarray:
+        """Codes [B, d * D] of the first d actions [B, d, D] of chunks, the known part when the rest is inpainted."""
+        if not isinstance(tokenizer, BinActionTokenizer):
+            raise InputError(f"inpainting executed actions needs one code per action value (the bins tokenizer); "
+                             f"this checkpoint's {type(tokenizer).__name__} codes a chunk as a whole.")
+        return np.asarray(tokenizer.encode(actions), dtype=np.int64).reshape(len(actions), -1)
+
     def read(self, raw: dict[str, bytes], meta: dict[str, Any]) -> np.ndarray:
         return _finite_float(raw["actions.npy"], 2, "actions.npy")
+
+    def dataset_mismatch(self, tokenizer: Any, card: dict[str, Any], settings: Any) -> str | None:
+        dim, horizon = card.get("action_dim"), card.get("horizon")
+        if dim is not None and dim != settings.action_dim:
+            return (f"its actions have {dim} dimensions but the model's action tokenizer codes {settings.action_dim} "
+                    "(bins and statistics are per dimension): train a model for this robot, with an action "
+                    "tokenizer fitted on its data (`unimask fit-actions`), instead of fine-tuning this one.")
+        if horizon is not None and horizon != settings.action_horizon:
+            return (f"its chunks have {horizon} actions but the model writes {settings.action_horizon} "
+                    "(sequence.action_horizon): write the data again with that horizon.")
+        return None
 
     def check(self, value: np.ndarray, card: dict[str, Any]) -> None:
         dim, horizon = card.get("action_dim"), card.get("horizon")

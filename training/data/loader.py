@@ -335,8 +335,14 @@ class MixedDataset(IterableDataset):
             if card is not None and stream.task != "lm" and stream.task not in card.get("tasks", [stream.task]):
                 raise DataError(f"{stream.dataset} is made for tasks {card['tasks']} (and lm), not {stream.task!r}.")
             check_pretokenized(card, processor, stream.dataset)
+            template = processor.template(stream.task)
+            for segment in (*template.condition, template.target) if card is not None else ():
+                problem = get_modality(segment.modality).dataset_mismatch(
+                    processor.tokenizers.get(segment.modality), card, processor.settings)
+                if problem:
+                    raise DataError(f"{stream.dataset} cannot train the {stream.task} task of this model: {problem}")
             self.streams.append(SampleStream(
-                urls, processor.template(stream.task), resampled=config.resampled, shard_shuffle=config.shard_shuffle,
+                urls, template, resampled=config.resampled, shard_shuffle=config.shard_shuffle,
                 shuffle_buffer=config.shuffle_buffer, split_by=config.split_by, seed=_seed(config.seed, index),
                 rank=self.rank, world_size=self.world_size, counter=self.counter, card=card,
                 name=f"{stream.dataset}:{stream.split}:{stream.task}"))

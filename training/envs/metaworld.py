@@ -1,5 +1,5 @@
 """Meta-World MT10 for unimask: the tasks and their instructions, the seeded environment, the offscreen renderer,
-the scripted experts, and `MetaWorldEnv`, the gymnasium environment a policy runs in.
+and the scripted experts. The gymnasium environment a policy runs in is `unimask.training.envs.gym.MetaWorldEnv`.
 
 Seeding: `env.seed(s)`, `seeded_rand_vec=True`, `_freeze_rand_vec=False` (`reset(seed=...)` is ignored by
 Meta-World); episodes are capped by the caller (200 steps), not by Meta-World.
@@ -67,8 +67,6 @@ NAMED_CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGr
 STATE_DIM = 4
 ACTION_DIM = 4
 TEST_SEED_OFFSET = 5000
-
-
 
 
 def ensure_gl() -> None:
@@ -209,61 +207,3 @@ def replay_episode(env: Any, seed: int, actions: np.ndarray) -> tuple[bool, np.n
         states.append(obs[:STATE_DIM].astype(np.float32))
         obs, _, _, _, info = env.step(action)
     return bool(info["success"]), np.stack(states)
-
-
-class MetaWorldEnv:
-    """gymnasium-style (`reset(seed=)`, `step(action)`, `render()`, `close()`) wrapper of one MT10 task.
-
-    Observations are dicts: `image` uint8 [S, S, 3], `state` float32 [4], `instruction` str, and `privileged` (the
-    full Meta-World observation, with object and goal positions) which only oracle baselines may read.
-    `terminated` is True on success; `truncated` when `max_steps` actions have been taken.
-    """
-
-    def __init__(self, task: str, image_size: int = 64, camera: str = "front", max_steps: int = 200,
-                 instruction: str | None = None):
-        if task not in MT10_TASKS:
-            raise ValueError(f"`task` must be one of {MT10_TASKS}, got {task!r}.")
-        if max_steps < 1:
-            raise ValueError(f"`max_steps` must be >= 1, got {max_steps}.")
-        import gymnasium
-
-        self.task = task
-        self.max_steps = max_steps
-        self.instruction = instruction or INSTRUCTIONS[task][0]
-        self._env = make_env(task)
-        self._renderer = FrameRenderer(self._env, image_size=image_size, camera=camera)
-        self.observation_space = gymnasium.spaces.Dict({
-            "image": gymnasium.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
-            "state": gymnasium.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
-        })
-        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32)
-        self._steps = 0
-        self._raw: np.ndarray | None = None
-
-    def _observation(self) -> dict[str, Any]:
-        return {"image": self._renderer.render(), "state": self._raw[:STATE_DIM].astype(np.float32),
-                "instruction": self.instruction, "privileged": self._raw}
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict[str, Any], dict]:
-        if seed is None:
-            raise ValueError("`seed` is required: Meta-World episodes are reproducible only from an explicit seed.")
-        self._raw = reset_episode(self._env, seed)
-        self._steps = 0
-        return self._observation(), {"task": self.task, "seed": seed}
-
-    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict]:
-        if self._raw is None:
-            raise RuntimeError("call reset(seed=...) before step().")
-        action = np.asarray(action, dtype=np.float32).reshape(-1)
-        if action.shape != (4,) or not np.isfinite(action).all():
-            raise ValueError(f"`action` must be 4 finite numbers, got {action!r}.")
-        self._raw, reward, _, _, info = self._env.step(np.clip(action, -1.0, 1.0))
-        self._steps += 1
-        success = bool(info["success"])
-        return self._observation(), float(reward), success, self._steps >= self.max_steps, {"success": success}
-
-    def render(self) -> np.ndarray:
-        return self._renderer.render()
-
-    def close(self) -> None:
-        self._renderer.close()

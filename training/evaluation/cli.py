@@ -162,6 +162,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"actions executed per chunk before re-planning (default {suite.VLA_DECODING['execute_steps']})")
     parser.add_argument("--action-steps", type=int, default=0,
                         help=f"decoding steps per action chunk (default {suite.VLA_DECODING['steps']})")
+    parser.add_argument("--delay", type=int, default=0, help="simulated inference delay in control steps: the robot "
+                                                             "keeps executing the old chunk meanwhile (default 0)")
+    parser.add_argument("--inpaint", action="store_true", help="with --delay: freeze the actions executed during the "
+                                                               "delay as the new chunk's start (real-time chunking)")
     parser.add_argument("--seeds", default="", help="comma-separated episode offsets (default: held-out eval seeds)")
     parser.add_argument("--limit", type=int, default=200, help="held-out samples for caption / shapes (clip: at "
                                                                 "most 100 per dataset)")
@@ -195,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
                                   shapes_limit=args.limit, vla_episodes=args.episodes, vla_seeds=seeds,
                                   vla_workers=args.workers or available_cores(),
                                   vla_decoding={k: v for k, v in (("execute_steps", args.execute_steps),
-                                                                  ("steps", args.action_steps)) if v},
+                                                                  ("steps", args.action_steps), ("delay", args.delay),
+                                                                  ("inpaint", args.inpaint)) if v},
                                   judge_dir=args.judge or None, clip_limit=min(args.limit, 100),
                                   clip=args.clip or None, clip_weights=args.clip_weights or None)
     print((out / "results.md").read_text())

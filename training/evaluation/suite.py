@@ -156,20 +156,24 @@ class PipelinePolicy:
         return self._pipeline
 
     def __call__(self, task: str):
+        from unimask.training.envs.gym import IMAGE_KEY, INSTRUCTION_KEY, STATE_KEY
+
         pipeline = self.pipeline
 
-        def policy(obs: dict[str, Any]) -> np.ndarray:
-            state = obs["state"][None] if pipeline.uses_state else None
-            return pipeline.act([obs["image"]], [obs["instruction"]], state=state, **self.generate)[0]
+        def policy(obs: dict[str, Any], executed: np.ndarray | None = None) -> np.ndarray:
+            state = obs[STATE_KEY][None] if pipeline.uses_state else None
+            return pipeline.act([obs[IMAGE_KEY]], [obs[INSTRUCTION_KEY]], state=state,
+                                executed=None if executed is None else executed[None], **self.generate)[0]
 
         return policy
 
 
 def evaluate_vla(pipeline, episodes: int = 5, tasks: tuple[str, ...] | None = None, seeds: list[int] | None = None,
                  image_size: int = 64, camera: str = "front", execute_steps: int | None = None, workers: int = 1,
-                 **generate: Any) -> dict[str, Any]:
+                 delay: int = 0, inpaint: bool = False, **generate: Any) -> dict[str, Any]:
     """Closed-loop MT10 success of the pipeline's `act`, `episodes` per task (`pipeline`: a pipeline, or a checkpoint
-    folder, which `workers > 1` needs)."""
+    folder, which `workers > 1` needs); `delay` and `inpaint` simulate asynchronous real-time chunking
+    (`robot.rollout`)."""
     from .robot import MT10_TASKS, eval_seeds, evaluate_policy
 
     tasks = tasks or MT10_TASKS
@@ -178,7 +182,7 @@ def evaluate_vla(pipeline, episodes: int = 5, tasks: tuple[str, ...] | None = No
         seed_map = {task: [s + MT10_TASKS.index(task) * 10**4 for s in seeds] for task in tasks}
     result = evaluate_policy(PipelinePolicy(pipeline, **generate), tasks=tasks, episodes=episodes,
                              seeds=seed_map, image_size=image_size, camera=camera, execute_steps=execute_steps,
-                             workers=workers)
+                             workers=workers, delay=delay, inpaint=inpaint)
     result["default_seeds"] = seeds is None
     if seeds is None:
         result["seed_rule"] = f"eval_seeds(task, {episodes}) = {eval_seeds(tasks[0], 1)[0]} + task_index * 10**4 + i"
