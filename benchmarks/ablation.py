@@ -7,7 +7,8 @@ closed-loop MT10 success:
   vq          the image conditions as VQ codes, the old objective (linear action masking, p_uncond 0.1 on every
               task, one target per condition), one process
   +pixels     image conditions (captions, robot observation) through the pixel encoder
-  +objective  whole-target masking, condition dropout only where guidance uses it, target copies
+  +objective  the run's masking: whole-target masking (half the action targets, 30% of the captions),
+              condition dropout only where guidance uses it (t2i), the ordinal (HL-Gauss) action loss
   +ranks      the same on one rank per core (the quickstart's setting)
 
     OMP_NUM_THREADS=1 python benchmarks/ablation.py --run runs/quickstart --variants vq,+pixels,+objective,+ranks
@@ -23,6 +24,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from tables import markdown_table  # benchmarks/tables.py, beside this script
 
 VARIANTS = ("vq", "+pixels", "+objective", "+ranks")
 
@@ -78,11 +81,10 @@ def main() -> None:
                       "mt10_episodes": results["vla"]["n"]}
         results_path.parent.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(rows, indent=2))
-    print("| variant | train minutes | digits caption accuracy | t2i judge accuracy | MT10 success (episodes) |")
-    print("|---|---|---|---|---|")
-    for name, row in rows.items():
-        print(f"| {name} | {row['train_minutes']:.1f} | {row['caption']:.3f} | {row['t2i']:.3f} | "
-              f"{row['mt10']:.3f} ({row['mt10_episodes']}) |")
+    print(markdown_table(["variant", "train minutes", "digits caption accuracy", "t2i judge accuracy",
+                          "MT10 success (episodes)"],
+                         [[name, f"{row['train_minutes']:.1f}", f"{row['caption']:.3f}", f"{row['t2i']:.3f}",
+                           f"{row['mt10']:.3f} ({row['mt10_episodes']})"] for name, row in rows.items()]))
 
 
 if __name__ == "__main__":

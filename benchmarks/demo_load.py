@@ -29,7 +29,8 @@ def load(app, requests: int, picture: str) -> dict[str, float]:
         if kind == 0:
             client.predict(handle_file(picture), 12, api_name="/caption")
         elif kind == 1:
-            client.predict(f"the digit {('zero', 'one', 'two')[i % 3]}", 12, 3.0, str(i), api_name="/text_to_image")
+            prompt = f"the digit {('zero', 'one', 'two')[i // 3 % 3]}"
+            client.predict(prompt, 12, 3.0, str(i), api_name="/text_to_image")
         else:
             client.predict("drawer-open-v3", str(10**8 + i), None, 2, api_name="/actions")
         return time.perf_counter() - start

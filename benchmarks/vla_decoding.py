@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tables import markdown_table  # benchmarks/tables.py, beside this script
+
 SETTINGS = [  # (decoding steps, remask threshold, executed actions)
     (1, None, 8), (2, None, 8), (4, None, 8), (8, None, 8), (4, 0.5, 8), (2, None, 4), (4, None, 4), (2, None, 2),
 ]
@@ -55,11 +57,11 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out or Path(args.checkpoint).parent / "vla_decoding.json")
     out.write_text(json.dumps(rows, indent=2))
-    print("| decoding steps | re-mask below | actions executed | action MAE | success (episodes) | median ms / chunk |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['steps']} | {r['remask_threshold'] or '-'} | {r['execute_steps']} | {r['action_mae']:.4f} | "
-              f"{r['success']:.3f} ± {r['standard_error']:.3f} ({r['episodes']}) | {r['median_latency_ms']:.1f} |")
+    print(markdown_table(["decoding steps", "re-mask below", "actions executed", "action MAE", "success (episodes)",
+                          "median ms / chunk"],
+                         [[r["steps"], r["remask_threshold"] or "-", r["execute_steps"], f"{r['action_mae']:.4f}",
+                           f"{r['success']:.3f} ± {r['standard_error']:.3f} ({r['episodes']})",
+                           f"{r['median_latency_ms']:.1f}"] for r in rows]))
 
 
 if __name__ == "__main__":

@@ -86,11 +86,15 @@ def check_image(pipe, prompts, n_steps, guidance, seed, temperature):
         assert len(out) == len(prompts) and all(isinstance(im, Image.Image) and im.size == (32, 32) for im in out)
 
 
-def check_act(pipe, imgs, instructions, state, n_steps, seed, remask):
+def check_act(pipe, imgs, instructions, state, n_steps, seed, remask, executed):
     options = {} if remask is None else {"remask_threshold": remask}
-    out = checked(lambda: pipe.act(imgs, instructions, state=state, steps=n_steps, seed=seed, **options))
+    out = checked(lambda: pipe.act(imgs, instructions, state=state, steps=n_steps, seed=seed, executed=executed,
+                                   **options))
     if out is not None:
         assert out.shape == (len(imgs), 2, 4) and out.dtype == np.float32 and np.isfinite(out).all()
+        if executed is not None:  # the frozen start comes back as the bins quantise it
+            tokenizer = pipe.processor.tokenizers["action"]
+            assert np.array_equal(out[:, :1], tokenizer.decode(tokenizer.encode(np.asarray(executed, np.float32))))
 
 
 def fuzz(pipe, data):
@@ -108,7 +112,12 @@ def fuzz(pipe, data):
         instructions = data.draw(st.lists(texts, min_size=count, max_size=count))
         state = data.draw(mostly(st.just(np.zeros((count, 3))),
                                  st.sampled_from([np.full((count, 3), math.nan), np.zeros((count, 5)), None, "state"])))
-        check_act(pipe, imgs, instructions, state, data.draw(steps), seed, data.draw(mostly(st.none(), numbers)))
+        executed = data.draw(st.one_of(st.none(), mostly(
+            st.floats(-2, 2).map(lambda v: np.full((count, 1, 4), v)),
+            st.sampled_from([np.zeros((count, 2, 4)), np.full((count, 1, 4), math.inf), np.zeros((count, 1, 3)),
+                             np.zeros((count + 1, 1, 4)), "executed", [[None]]]))))
+        check_act(pipe, imgs, instructions, state, data.draw(steps), seed, data.draw(mostly(st.none(), numbers)),
+                  executed)
 
 
 def run_fuzz(pipe, budget) -> None:

@@ -1,0 +1,11 @@
+"""The markdown tables the benchmark scripts print (and the README quotes)."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
