@@ -3,7 +3,8 @@
 A `Batcher` is called from many request threads at once. Each call waits in a bounded queue; one worker thread takes
 the oldest request, gathers the others waiting with the same key (for example the same number of decoding steps) up
 to `max_batch` or `wait_s` seconds, and runs them as one batch under the model's lock. Every caller gets its own
-result, or its own exception. A full queue refuses new requests at once with `DemoBusyError` instead of letting
+result, or its own exception: when a batch fails, each of its requests is run again alone, so one request's bad
+input never answers another's. A full queue refuses new requests at once with `DemoBusyError` instead of letting
 them wait without bound.
 """
 
@@ -59,12 +60,23 @@ class Batcher:
     def _serve(self) -> None:
         while True:
             key, batch = self._take()
-            try:
-                with self.lock:
-                    results = self.run(key, [item for item, _ in batch])
-            except Exception as err:  # noqa: BLE001 - the callers get the error, the worker keeps serving
-                for _, future in batch:
-                    future.set_exception(err)
+            if len(batch) > 1 and self._answer(key, batch):
                 continue
-            for (_, future), result in zip(batch, results):
-                future.set_result(result)
+            for request in batch:  # one at a time: each caller gets its own answer or its own error
+                self._answer(key, [request])
+
+    def _answer(self, key: Hashable, batch: list[tuple[Any, Future]]) -> bool:
+        """Run `batch` as one call; True when every caller got a result. A single request gets its exception."""
+        try:
+            with self.lock:
+                results = list(self.run(key, [item for item, _ in batch]))
+            if len(results) != len(batch):
+                raise RuntimeError(f"the demo's batch function returned {len(results)} results for {len(batch)} "
+                                   "requests.")
+        except Exception as err:  # noqa: BLE001 - the callers get the error, the worker keeps serving
+            if len(batch) == 1:
+                batch[0][1].set_exception(err)
+            return False
+        for (_, future), result in zip(batch, results):
+            future.set_result(result)
+        return True

@@ -40,10 +40,10 @@ def test_tab_functions_return_what_the_widgets_show(pipe):
     assert seen.shape == (64, 64, 3) and seen.std() > 5  # the rendered first frame of the episode
     state = None
     if pipe.uses_state:
-        from unimask.training.evaluation.robot import MetaWorldEnv
+        from unimask.training.envs.gym import MetaWorldEnv
 
         env = MetaWorldEnv("drawer-open-v3")
-        state = env.reset(seed=ROBOT_SEED)[0]["state"][None]
+        state = env.reset(seed=ROBOT_SEED)[0]["observation.state"][None]
         env.close()
     direct = pipe.act([seen], ["open the drawer"], state=state, steps=2)[0]
     assert [row[0] for row in rows] == [0, 1] and np.allclose([row[1:] for row in rows], direct, atol=1e-4)
@@ -169,21 +169,55 @@ def test_a_full_queue_refuses_at_once():
 
     from unimask.demos.batching import Batcher, DemoBusyError
 
-    gate = threading.Event()
-    batcher = Batcher(lambda key, items: gate.wait() and items, threading.Lock(), max_batch=1, max_pending=1)
+    started, gate = threading.Event(), threading.Event()
+
+    def run(key, items):
+        started.set()
+        assert gate.wait(30)
+        return items
+
+    batcher = Batcher(run, threading.Lock(), max_batch=1, max_pending=1)
     first = threading.Thread(target=batcher, args=("k", 1))
     first.start()
-    while not batcher._pending and first.is_alive():
-        pass  # wait until the worker holds the first request and a second one queues
+    assert started.wait(10)  # the worker holds the first request
     second = threading.Thread(target=batcher, args=("k", 2))
     second.start()
-    while not batcher._pending:
-        pass
+    deadline = time.monotonic() + 10
+    while len(batcher._pending) < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)  # the second request waits in the queue (the worker is busy with the first)
     with pytest.raises(DemoBusyError, match="busy"):
         batcher("k", 3)
     gate.set()
-    first.join(5)
-    second.join(5)
+    first.join(10)
+    second.join(10)
+    assert not first.is_alive() and not second.is_alive()
+
+
+def test_one_bad_request_in_a_batch_fails_only_itself():
+    import threading
+
+    from unimask.demos.batching import Batcher
+
+    def run(key, items):
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [item.upper() for item in items]
+
+    batcher = Batcher(run, threading.Lock(), max_batch=8, wait_s=0.5)
+    answers = {}
+
+    def ask(item):
+        try:
+            answers[item] = batcher("k", item)
+        except ValueError as err:
+            answers[item] = str(err)
+
+    threads = [threading.Thread(target=ask, args=(item,)) for item in ("a", "bad", "c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers == {"a": "A", "bad": "bad item", "c": "C"}
 
 
 def test_page_renders_in_headless_chromium(served, tmp_path):

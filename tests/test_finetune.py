@@ -122,7 +122,7 @@ def test_cli_init_from_and_lora_rank(base, tmp_path):
     import subprocess
     import sys
 
-    config = finetune_config(base, tmp_path / "cli", steps=4)
+    finetune_config(base, tmp_path / "cli", steps=4)
     path = tmp_path / "cli.yaml"
     data = yaml.safe_load(path.read_text())
     del data["init"]
@@ -133,5 +133,8 @@ def test_cli_init_from_and_lora_rank(base, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     resolved = yaml.safe_load((tmp_path / "cli" / "config.yaml").read_text())
     assert resolved["init"]["bundle"] == str(base / "bundle") and resolved["init"]["lora_rank"] == 2
-    assert np.isfinite(first_loss(tmp_path / "cli")) and config.train.steps == 4
-    load_bundle(tmp_path / "cli-model")
+    assert "LoRA rank 2:" in out.stdout and np.isfinite(first_loss(tmp_path / "cli"))
+    tuned = load_bundle(tmp_path / "cli-model").model.state_dict()
+    start = load_bundle(base / "bundle").model.state_dict()
+    changed = [k for k in start if not torch.equal(tuned[k], start[k])]
+    assert changed and all(k.split(".")[-2].endswith("_proj") for k in changed), changed  # only adapted projections

@@ -83,3 +83,5 @@ def test_one_seed_per_input_gives_each_input_its_own_output_alone_or_batched(pip
     assert torch.equal(both.codes[1], alone.codes[0])
     with pytest.raises(ValueError, match="lists 1 seeds for 2 inputs"):
         pipe.text_to_image(["a red square", "the digit seven"], seed=[3])
+    with pytest.raises(TypeError, match="one integer per input"):
+        pipe.text_to_image(["a red square", "the digit seven"], seed=[[1, 2], [3, 4]])

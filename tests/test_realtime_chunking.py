@@ -91,26 +91,32 @@ class CountingEnv:
         self.action_space = gymnasium.spaces.Box(-100, 100, (4,), np.float32)
         self.max_steps, self.actions = max_steps, []
 
+    def observation(self):
+        return {"observation.image": np.zeros((2, 2, 3), np.uint8), "steps": len(self.actions)}
+
     def reset(self, seed=None):
         self.actions = []
-        return {"observation.image": np.zeros((2, 2, 3), np.uint8)}, {}
+        return self.observation(), {}
 
     def step(self, action):
         self.actions.append((int(action[0]), int(action[1])))
-        return {"observation.image": np.zeros((2, 2, 3), np.uint8)}, 0.0, False, len(self.actions) >= self.max_steps, {}
+        return self.observation(), 0.0, False, len(self.actions) >= self.max_steps, {}
 
 
-def counting_policy(calls: list):
+def counting_policy(calls: list, seen: list | None = None):
     def policy(obs, executed=None):
         calls.append(None if executed is None else executed.copy())
+        if seen is not None:
+            seen.append(obs["steps"])
         return np.array([[len(calls) - 1, t, 0, 0] for t in range(8)], np.float32)
 
     return policy
 
 
 def test_delayed_rollout_executes_the_old_chunk_during_inference_then_the_new_one_from_the_delay():
-    env, calls = CountingEnv(max_steps=10), []
-    result = rollout(counting_policy(calls), env, seed=0, execute_steps=2, delay=2, inpaint=True)
+    env, calls, seen = CountingEnv(max_steps=10), [], []
+    result = rollout(counting_policy(calls, seen), env, seed=0, execute_steps=2, delay=2, inpaint=True)
+    assert seen == [0, 2, 6]  # each chunk is planned from the frame before the delay's actions run
     assert env.actions == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (1, 4), (1, 5), (2, 2), (2, 3)]
     assert calls[0] is None and calls[1][:, 1].tolist() == [2, 3] and calls[2][:, :2].tolist() == [[1, 4], [1, 5]]
     assert result.steps == 10 and len(result.boundary_jumps) == 2  # (0,3) -> (1,2) and (1,5) -> (2,2)

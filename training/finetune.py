@@ -6,8 +6,9 @@ plain weights at export.
       bundle: runs/quickstart/model   # or: unimask train --config C --init-from runs/quickstart/model
       lora_rank: 8                    # 0 (default): every weight trains
 
-The config's own `model`, `tokenizers` and `sequence` sections must then be left out (or agree with the bundle): a
-fine-tuned model reads and writes exactly the codes its bundle did. New instructions need no new tokens (the text
+The config's own `model`, `tokenizers` and `sequence` sections must then be left out (or agree with the bundle; a
+tokenizer folder agrees when it holds the same files): a fine-tuned model reads and writes exactly the codes its
+bundle did. A key left at its default value takes the bundle's value. New instructions need no new tokens (the text
 tokenizer is byte-level BPE); data whose actions have another dimension than the bundle's policy are refused by the
 loader's card check, since the action tokenizer's bins and statistics are per dimension. Actions outside the
 bundle's fitted range are clipped (and warned about) like any out-of-range action.
@@ -44,6 +45,14 @@ def _conflicts(section: str, given: Any, default: Any, bundle: Any, skip: tuple[
     return out
 
 
+def _same_files(a: str | Path, b: str | Path | None) -> bool:
+    """Whether two tokenizer folders hold the same files with the same bytes."""
+    if b is None or not Path(a).is_dir():
+        return False
+    files = [sorted(p.relative_to(root) for p in Path(root).rglob("*") if p.is_file()) for root in (a, b)]
+    return files[0] == files[1] and all((Path(a) / f).read_bytes() == (Path(b) / f).read_bytes() for f in files[0])
+
+
 def resolve_bundle_init(config: Any) -> Any:
     """The train config with `init.bundle`'s architecture, tokenizer folders and sequence settings."""
     directory = Path(config.init.bundle)
@@ -58,8 +67,9 @@ def resolve_bundle_init(config: Any) -> Any:
     conflicts += _conflicts("sequence", config.sequence, SequenceSettings(), sequence)
     folders = {name: str(directory / tokenizer_folder(name)) for name in saved["tokenizers"]
                if not get_modality(name).continuous}
-    conflicts += [f"tokenizers.{name} = {folder!r}" for name, folder in config.tokenizers.items()
-                  if folder and Path(folder).resolve() != Path(folders.get(name, "")).resolve()]
+    conflicts += [f"tokenizers.{name} = {folder!r} (not the bundle's {name} tokenizer)"
+                  for name, folder in config.tokenizers.items()
+                  if folder and not _same_files(folder, folders.get(name))]
     if conflicts:
         raise ValueError("init.bundle takes the architecture, tokenizers and sequence settings from "
                          f"{directory}, but the config sets " + "; ".join(conflicts) + ". Drop these keys: a "
@@ -77,7 +87,11 @@ def load_bundle_weights(model: MaskedDiffusionTransformer, directory: str | Path
 
 def add_lora(model: MaskedDiffusionTransformer, rank: int, alpha: float, dropout: float = 0.0) -> None:
     """Wrap the attention and MLP projections with LoRA adapters (peft) and freeze every other weight."""
-    from peft import LoraConfig, inject_adapter_in_model
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as err:
+        raise ImportError(f"init.lora_rank needs peft ({err}); install it with pip install 'unimask[train]' or "
+                          "pip install peft.") from None
 
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
                                        target_modules=list(LORA_TARGETS)), model, adapter_name=_ADAPTER)
@@ -97,7 +111,8 @@ def merge_lora(state: dict[str, torch.Tensor], rank: int, alpha: float) -> dict[
             merged[key] = value
             continue
         prefix, _, leaf = key.partition(".base_layer.")
-        lora_a, lora_b = state.get(f"{prefix}.lora_A.{_ADAPTER}.weight"), state.get(f"{prefix}.lora_B.{_ADAPTER}.weight")
+        lora_a = state.get(f"{prefix}.lora_A.{_ADAPTER}.weight")
+        lora_b = state.get(f"{prefix}.lora_B.{_ADAPTER}.weight")
         if leaf == "weight" and lora_a is not None and lora_b is not None:
             value = (value.float() + scale * (lora_b.float() @ lora_a.float())).to(value.dtype)
         merged[f"{prefix}.{leaf}"] = value

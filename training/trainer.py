@@ -31,7 +31,8 @@ from unimask.processor import Processor
 from unimask.training.checkpoints import (CheckpointError, complete_tags, damage, intact_tag, latest_tag,
                                           remove_orphans)
 from unimask.training.engines import DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, init_distributed
-from unimask.training.finetune import add_lora, export_state, load_bundle_weights, resolve_bundle_init
+from unimask.training.finetune import (add_lora, export_state, load_bundle_weights, resolve_bundle_init,
+                                       trainable_summary)
 from unimask.training.train_config import TrainConfig
 
 
@@ -127,10 +128,16 @@ class Trainer:
         if tc.deepspeed:
             ds = deepspeed_config(tc.deepspeed, config.data.batch_size, o.grad_accum, o.grad_clip, self.bf16,
                                   self.world)
+            if config.init.lora_rank and int(ds.get("zero_optimization", {}).get("stage", 0)) == 1:
+                raise ValueError("init.lora_rank with ZeRO-1: DeepSpeed's ZeRO-1 checkpoints leave out frozen "
+                                 "weights, so the run could not be exported; use configs/deepspeed/zero2.json or "
+                                 "zero3.json, or train without DeepSpeed.")
             self.engine: Any = DeepSpeedEngine(model, optimizer, scheduler, ds)
         else:
             self.engine = TorchEngine(model, optimizer, scheduler, o.grad_clip, o.grad_accum, self.world, self.device)
-        self.ema = ({k: v.detach().clone().float() for k, v in model.state_dict().items()} if o.ema > 0 else None)
+        # The EMA averages the exported (LoRA-merged) weights: an average of the adapter factors is not one of W.
+        self.ema = ({k: v.detach().clone().float() for k, v in export_state(model.state_dict(), config.init).items()}
+                    if o.ema > 0 else None)
 
         self.loader = make_loader(config.data, self.processor, rank=self.rank, world_size=self.world)
         self.masking_generator = torch.Generator(device=self.device).manual_seed(tc.seed * 1000 + self.rank)
@@ -145,6 +152,10 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             for orphan in remove_orphans(self.out):
                 print(f"removed {orphan}, a temporary file of an interrupted write")
+            if config.init.lora_rank:
+                counts = trainable_summary(model)
+                print(f"LoRA rank {config.init.lora_rank}: {counts['trainable']:,} of {counts['total']:,} parameters "
+                      f"train ({100 * counts['fraction']:.1f}%)")
             save_config(config, self.out / "config.yaml")
             self.vocab.save(self.out)
             atomic_write_text(self.out / "model_config.json", json.dumps(asdict(model.config), indent=2))
@@ -207,7 +218,7 @@ class Trainer:
         if stepped and self.ema is not None:
             decay = self.config.optim.ema
             with torch.no_grad():
-                for k, v in self.engine.state_dict_for_export().items():
+                for k, v in export_state(self.engine.state_dict_for_export(), self.config.init).items():
                     self.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
         self.tokens_per_step += int(batch.input_ids.numel())
         return {"loss": float(result.loss.detach()), **{f"loss/{k}": v for k, v in result.per_task.items()},
@@ -334,9 +345,10 @@ class Trainer:
         if self.rank != 0:
             return None
         model = MaskedDiffusionTransformer(self.engine.module.config)
+        state = export_state(state, self.config.init)
         if use_ema and self.ema is not None:
             state = {k: v.to(state[k].dtype) for k, v in self.ema.items()}
-        model.load_state_dict(export_state(state, self.config.init))
+        model.load_state_dict(state)
         return self.bundle(model.eval()).save(directory)
 
     def bundle(self, model: MaskedDiffusionTransformer) -> Bundle:

@@ -89,10 +89,14 @@ def _generator(seed: Any, generator: Any, rows: int) -> torch.Generator | list[t
     if isinstance(seed, (list, tuple)):
         if len(seed) != rows:
             raise InputError(f"`seed` lists {len(seed)} seeds for {rows} inputs; give one seed, or one per input.")
-        return [_generator(s, None, rows) for s in seed]
+        return [_seeded(s) for s in seed]
+    return _seeded(seed)
+
+
+def _seeded(seed: Any) -> torch.Generator:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise InputTypeError(f"`seed` must be an integer (or a list of one per input), got {type(seed).__name__} "
-                             f"{seed!r}.")
+        raise InputTypeError(f"`seed` must be an integer (or a list of one integer per input), got "
+                             f"{type(seed).__name__} {seed!r}.")
     if not 0 <= seed <= MAX_SEED:
         raise InputError(f"`seed` must be in [0, 2**63 - 1], got {seed}.")
     return torch.Generator().manual_seed(int(seed))

@@ -64,8 +64,8 @@ class ActionModality(Modality):
         dim, horizon = card.get("action_dim"), card.get("horizon")
         if dim is not None and dim != settings.action_dim:
             return (f"its actions have {dim} dimensions but the model's action tokenizer codes {settings.action_dim} "
-                    "(bins and statistics are per dimension): train a model for this robot, with an action "
-                    "tokenizer fitted on its data (`unimask fit-actions`), instead of fine-tuning this one.")
+                    "(bins and statistics are per dimension): fit an action tokenizer on this data (`unimask "
+                    "fit-actions`) and set sequence.action_dim to match; a fine-tuned bundle cannot change it.")
         if horizon is not None and horizon != settings.action_horizon:
             return (f"its chunks have {horizon} actions but the model writes {settings.action_horizon} "
                     "(sequence.action_horizon): write the data again with that horizon.")

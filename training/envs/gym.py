@@ -7,9 +7,11 @@
     obs["observation.state"]   # float32 [4]: end-effector x, y, z (metres) and gripper opening
     obs["task"]                # the instruction, a str
 
-The keys are LeRobot's (`observation.image`, `observation.state`, and `task` for the instruction, as its Meta-World
-integration and evaluation loop name them), so a LeRobot evaluation loop, or a policy trained on a LeRobot dataset
-through `unimask data lerobot`, fits without glue. Frames are HWC uint8 as the dataset stores them.
+The keys are the names LeRobot's policies and datasets use for Meta-World (`observation.image`, `observation.state`;
+`task` for the instruction, as its evaluation loop adds it), the values unbatched and the frames HWC uint8 as a
+LeRobot dataset stores them. LeRobot's own env returns `pixels` / `agent_pos` and its `preprocess_observation`
+renames, batches and scales them (CHW floats in [0, 1]); here the renaming is done, and a unimask policy reads the
+observation as it is. Data converted with `unimask data lerobot` has the same fields.
 `observation.environment_state` is the full 39-number Meta-World observation (object and goal positions): only
 oracle baselines may read it. `terminated` is success (also `info["is_success"]`), `truncated` is the step cap.
 

@@ -126,6 +126,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pat
     if "vla" in tasks:
         start = time.time()
         decoding = {**suite.VLA_DECODING, **(vla_decoding or {})}
+        if (vla_decoding or {}).get("delay") and "execute_steps" not in vla_decoding:
+            decoding.pop("execute_steps")  # with a delay, execute what the delay leaves of each chunk
         results["vla"] = suite.evaluate_vla(checkpoint if vla_workers > 1 else pipe, episodes=vla_episodes,
                                             seeds=vla_seeds, workers=vla_workers, **decoding)
         results["vla"]["decoding"] = decoding

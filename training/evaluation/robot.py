@@ -28,7 +28,7 @@ from unimask.training.envs.gym import IMAGE_KEY, MetaWorldEnv
 from unimask.training.envs.metaworld import MT10_TASKS
 
 EVAL_SEED_BASE = 10**8
-Policy = Callable[[dict[str, Any]], np.ndarray]
+Policy = Callable[..., np.ndarray]  # policy(observation) -> chunk [H, D]; with inpainting also executed=
 
 
 def eval_seeds(task: str, episodes: int, base: int = EVAL_SEED_BASE) -> list[int]:
@@ -99,9 +99,10 @@ def rollout(policy: Policy, env: Any, seed: int, execute_steps: int | None = Non
             return result
         first = delay if pending is not None else 0  # the episode's first chunk is waited for
         execute = execute_steps or len(chunk) - 2 * delay
-        if execute < 1 or first + execute + delay > len(chunk):
+        if execute < 1 or execute + 2 * delay > len(chunk):
             raise ValueError(f"a chunk of {len(chunk)} actions cannot cover a delay of {delay} steps and "
-                             f"{execute} executed actions: it needs execute_steps + 2 * delay <= {len(chunk)}.")
+                             f"{execute} executed actions: it needs execute_steps + 2 * delay <= {len(chunk)}; lower "
+                             "`execute_steps` (--execute-steps) or the delay, or train with a longer action horizon.")
         if episode.run(chunk[first:first + execute], new_chunk=True):
             return result
         pending = chunk[first + execute:first + execute + delay] if delay else None

@@ -1,7 +1,8 @@
 """Actions: the whole chunk in a few confidence-ordered parallel steps.
 
-With N action tokens and S steps (1 to 4 is the intended range), after step s round(N * (1 - (s + 1) / S)) tokens stay
-masked, so every token is committed by the last step. Each step predicts every masked token (argmax at temperature
+With N action tokens to write (the chunk's tokens minus those the caller gave, per row) and S steps (1 to 4 is the
+intended range), after step s round(N * (1 - (s + 1) / S)) tokens stay masked, so every token is committed by the
+last step and each step writes an even share. Each step predicts every masked token (argmax at temperature
 0) and commits the most confident ones. With `remask_threshold`, tokens committed at earlier steps whose probability
 under the current step's logits fell below the threshold are masked again (Discrete-Diffusion-VLA's secondary
 re-masking), except at the last step; the re-masked tokens are decided again in later steps.
@@ -27,10 +28,10 @@ class ActionUnmaskingScheduler(FixedStepScheduler):
         """`given` (B, N) bool marks tokens supplied by the caller (infill); they are never re-masked."""
         self._start(num_steps, num_tokens)
         self.given = given
+        self.to_write: torch.Tensor | None = None  # (B,) masked tokens at the first step
 
     def step(self, logits: torch.Tensor, tokens: torch.Tensor, generator: Generators = None) -> SchedulerOutput:
         self._check_can_step()
-        B, N = tokens.shape
         last = self.step_index == self.num_steps - 1
         masked = tokens == self.mask_id
         if self.remask_threshold is not None and self.step_index > 0 and not last:
@@ -41,7 +42,9 @@ class ActionUnmaskingScheduler(FixedStepScheduler):
             masked = masked | doubtful
         predicted = sample_tokens(logits, self.temperature, generator)
         confidence = torch.where(masked, token_probability(logits, predicted), torch.tensor(float("-inf")))
-        remaining_after = round(N * (1 - (self.step_index + 1) / self.num_steps))
+        if self.step_index == 0:
+            self.to_write = masked.sum(dim=1)
+        remaining_after = torch.round(self.to_write * (1 - (self.step_index + 1) / self.num_steps)).long()
         commit_count = (masked.sum(dim=1) - remaining_after).clamp(min=1)
         if last:
             commit_count = masked.sum(dim=1)
