@@ -113,6 +113,25 @@ def test_target_copies_are_exactly_one_target_sequences(processor):
                 torch.testing.assert_close(together[row][target], alone[segments[0] == TARGET], atol=1e-5, rtol=1e-5)
 
 
+def test_tasks_with_and_without_a_pixel_condition_share_a_batch(processor):
+    """A training batch mixes task layouts: a row without pixels (lm here, t2i in the quickstart) gets zero
+    features that are never read, and each row's logits equal those it gets in a batch of its own."""
+    model = pixel_model(processor, seed=2).eval()
+    rng = np.random.default_rng(3)
+    vla = processor.sequences("vla", [[quadrant_image(1, rng), "go", None, np.zeros((HORIZON, DIM), np.float32)]])[0]
+    text = processor.sequences("lm", [["go"]])[0]
+    mixed = collate([text, vla], processor.vocab.pad_id)
+    assert torch.equal(mixed.features["pixels"][0], torch.zeros_like(mixed.features["pixels"][1]))
+    with torch.no_grad():
+        together = model(mixed.input_ids, segment_ids=mixed.segment_ids, position_ids=mixed.position_ids,
+                         features=mixed.features).logits
+        for row, sequence in enumerate((text, vla)):
+            alone = collate([sequence], processor.vocab.pad_id)
+            logits = model(alone.input_ids, segment_ids=alone.segment_ids, position_ids=alone.position_ids,
+                           features=alone.features).logits[0]
+            torch.testing.assert_close(together[row, :len(logits)], logits, atol=1e-5, rtol=1e-5)
+
+
 def test_whole_target_masking_and_per_task_condition_dropout(processor):
     rng = np.random.default_rng(3)
     batch = next(batches(processor, rng, size=400))

@@ -256,10 +256,9 @@ def collate(sequences: Sequence[TokenSequence], pad_id: int, padding_side: str =
     position_ids = (not_pad.long().cumsum(-1) - 1).clamp(min=0)
     features = {}
     for name in sorted({k for s in sequences for k in s.features}):
-        missing = [i for i, s in enumerate(sequences) if name not in s.features]
-        if missing:
-            raise SequenceError(f"rows {missing[:5]} lack the {name!r} features the other rows have; batch "
-                                "sequences of one task layout together.")
-        features[name] = torch.stack([s.features[name] for s in sequences])
+        # A row of another task layout has no such input: it gets zeros, which the model never reads (it embeds a
+        # continuous input only at its placeholder positions, and that row has none).
+        like = next(s.features[name] for s in sequences if name in s.features)
+        features[name] = torch.stack([s.features.get(name, torch.zeros_like(like)) for s in sequences])
     return SequenceBatch(input_ids, segment_ids, content_mask, modality_ids, position_ids,
                          [s.task for s in sequences], features)
