@@ -34,9 +34,12 @@ def test_the_same_seed_writes_the_same_run_and_another_seed_another(tmp_path, mo
     shards = [k for k in a if k.endswith(".tar")]
     assert shards and any("mt10" in k for k in shards) and any(k.endswith(".safetensors") for k in a)
     assert a.keys() == b.keys()
-    different = [k for k in a if a[k] != b[k] and k != "train.yaml"]
+    different = [k for k in a if a[k] != b[k] and not k.endswith(".yaml")]
     assert not different, different
-    yaml_a, yaml_b = (f.decode().replace(str(tmp_path / n), "RUN") for f, n in ((a["train.yaml"], "a"),
-                                                                              (b["train.yaml"], "b")))
-    assert yaml_a == yaml_b and "seed: 3" in yaml_a
+    configs = [k for k in a if k.endswith(".yaml")]  # they name their run folder: compared with it replaced
+    assert "train.yaml" in configs and "tokenizers/vq/config.yaml" in configs
+    for key in configs:
+        yaml_a, yaml_b = (run[key].decode().replace(str(tmp_path / n), "RUN") for run, n in ((a, "a"), (b, "b")))
+        assert yaml_a == yaml_b, key
+    assert "seed: 3" in a["train.yaml"].decode()
     assert any(a[k] != c.get(k) for k in shards)

@@ -107,9 +107,9 @@ class TorchEngine:
             (directory / tag).mkdir(parents=True, exist_ok=True)
             state = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "client_state": client_state}
-            from unimask.atomic import atomic_write
+            from unimask.atomic import atomic_torch_save
 
-            atomic_write(directory / tag / "state.pt", lambda tmp: torch.save(state, tmp))
+            atomic_torch_save(directory / tag / "state.pt", state)
             write_marker(directory, tag, client_state["step"], keep_last)
         dist.barrier()
 

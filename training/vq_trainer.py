@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from unimask.atomic import atomic_write, atomic_write_text
+from unimask.atomic import atomic_torch_save, atomic_write, atomic_write_text
 from unimask.config import load_config, save_config, to_dict
 
 
@@ -288,7 +288,7 @@ def train_vq(config: VQTrainConfig, out: str | Path, progress: bool = True) -> d
             if discriminator is not None:
                 state["discriminator"] = discriminator.state_dict()
                 state["disc_optimizer"] = disc_optimizer.state_dict()
-            atomic_write(checkpoint_path, lambda tmp: torch.save(state, tmp))
+            atomic_torch_save(checkpoint_path, state)
     bar.close()
     model.eval()
     metrics = evaluate_tokenizer(tokenizer, test_images) if len(test_images) else {}

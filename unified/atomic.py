@@ -32,6 +32,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def atomic_torch_save(path: str | Path, state: Any) -> Path:
+    """`torch.save` through `atomic_write`, via a file handle: torch names the archive inside after a path it is
+    given, so saving to the random temporary name would make two identical states differ byte for byte."""
+    import torch
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+
+    return atomic_write(path, write)
+
+
 def read_json(path: str | Path, error: type[Exception] = ValueError, what: str = "") -> Any:
     """The JSON value in `path`; a missing or invalid file raises `error` naming the file (and `what` it should be)."""
     path = Path(path)

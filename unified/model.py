@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .atomic import atomic_write, atomic_write_text, read_json
 from .encoders import build_encoder
 from .errors import InputError
-from .sequence import CONDITION, PAD_SEGMENT, TARGET
+from .sequence import CONDITION, PAD_SEGMENT, TARGET, attention_mask_from_segments
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -103,27 +103,6 @@ class MaskedDiffusionOutput:
     logits: torch.Tensor  # (B, L, V)
     hidden_states: torch.Tensor | None = None  # (B, L, d_model) after the final norm, if requested
     prefix_cache: PrefixCache | None = None  # when `return_prefix_cache=True`
-
-
-def attention_mask_from_segments(query_segments: torch.Tensor, key_segments: torch.Tensor,
-                                 mode: str = "prefix") -> torch.Tensor:
-    """Bool (B, Lq, Lk), True where a query may attend to a key.
-
-    Keys at padding are never attended. In "prefix" mode a query sees the condition and its own segment: a condition
-    query sees only condition keys, a target query the condition and the target. A row may carry several copies of
-    its target (segments 2, 3, ...: differently masked copies trained against one condition pass); each copy sees
-    the condition and itself only, so every copy is exactly the one-target sequence. Padding queries see every key
-    so their softmax is defined (their outputs are ignored).
-    """
-    q = query_segments[:, :, None]
-    k = key_segments[:, None, :]
-    allowed = k != PAD_SEGMENT
-    if mode == "prefix":
-        allowed = allowed & ((k == CONDITION) | (q == k))
-    elif bool((key_segments > TARGET).any()):
-        raise ValueError("target copies (segments > 2) need attention='prefix': with full attention they would see "
-                         "each other.")
-    return allowed | (q == PAD_SEGMENT)
 
 
 class RMSNorm(nn.Module):

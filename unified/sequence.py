@@ -204,7 +204,7 @@ class SequenceBuilder:
 def repeat_targets(batch: SequenceBatch, copies: torch.Tensor) -> SequenceBatch:
     """Each row with its target repeated `copies[row]` times after its condition (right-padded): copy j has segment id
     TARGET + j and the target's own position ids, so with prefix attention every copy is the one-target sequence
-    (`unimask.model.attention_mask_from_segments`) and one condition pass supervises several maskings of the target."""
+    (`attention_mask_from_segments`) and one condition pass supervises several maskings of the target."""
     rows = []
     for row in range(len(batch)):
         keep = batch.segment_ids[row] != PAD_SEGMENT
@@ -262,3 +262,24 @@ def collate(sequences: Sequence[TokenSequence], pad_id: int, padding_side: str =
         features[name] = torch.stack([s.features.get(name, torch.zeros_like(like)) for s in sequences])
     return SequenceBatch(input_ids, segment_ids, content_mask, modality_ids, position_ids,
                          [s.task for s in sequences], features)
+
+
+def attention_mask_from_segments(query_segments: torch.Tensor, key_segments: torch.Tensor,
+                                 mode: str = "prefix") -> torch.Tensor:
+    """Bool (B, Lq, Lk), True where a query may attend to a key.
+
+    Keys at padding are never attended. In "prefix" mode a query sees the condition and its own segment: a condition
+    query sees only condition keys, a target query the condition and the target. A row may carry several copies of
+    its target (segments 2, 3, ...: differently masked copies trained against one condition pass); each copy sees
+    the condition and itself only, so every copy is exactly the one-target sequence. Padding queries see every key
+    so their softmax is defined (their outputs are ignored).
+    """
+    q = query_segments[:, :, None]
+    k = key_segments[:, None, :]
+    allowed = k != PAD_SEGMENT
+    if mode == "prefix":
+        allowed = allowed & ((k == CONDITION) | (q == k))
+    elif bool((key_segments > TARGET).any()):
+        raise ValueError("target copies (segments > 2) need attention='prefix': with full attention they would see "
+                         "each other.")
+    return allowed | (q == PAD_SEGMENT)
