@@ -196,7 +196,7 @@ class DemoFunctions:
             raise DemoInputError(f"Pick a task from the list ({', '.join(robot.MT10_TASKS)}), got {task!r}.")
         return robot
 
-    def actions(self, task: str, seed: int = ROBOT_SEED, observation: Any = None, steps: int = 2):
+    def actions(self, task: str, seed: int = ROBOT_SEED, observation: Any = None, steps: int = 1):
         """(observation the model saw, chart, table rows [step, *values in real units], info text).
 
         The observation is the task's first frame for `seed`, or the uploaded picture; the instruction (and the
@@ -233,7 +233,7 @@ class DemoFunctions:
         return self.pipe.act(list(images), list(instructions), state=np.stack(states) if self.pipe.uses_state else None,
                              steps=steps)
 
-    def episode(self, task: str, seed: int = ROBOT_SEED, max_steps: int = 60, steps: int = 2):
+    def episode(self, task: str, seed: int = ROBOT_SEED, max_steps: int = 60, steps: int = 1):
         """A short closed-loop episode (execute the chunk, re-plan): (frame strip, status text)."""
         robot = self._check_task(task)
         seed = _whole("seed", seed, 0, MAX_SEED)
@@ -317,7 +317,7 @@ def build_app(pipeline, examples: bool = True, title: str = "unimask demo", max_
                 task = gr.Dropdown(list(MT10_TASKS), value="drawer-open-v3", label="Meta-World MT10 task")
                 robot_seed = gr.Textbox(value=str(ROBOT_SEED),
                                         label="episode seed (>= 100000000: never in the training data)")
-                act_steps = gr.Slider(1, min(16, functions.action_tokens), value=min(2, functions.action_tokens),
+                act_steps = gr.Slider(1, min(16, functions.action_tokens), value=1,
                                       step=1, label="decoding steps per chunk")
             upload = gr.Image(type="filepath", label="observation (optional: replaces the episode's first frame)",
                               image_mode="RGB")

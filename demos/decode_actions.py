@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     parser.add_argument("--task", default="drawer-open-v3", choices=MT10_TASKS)
     parser.add_argument("--seed", type=int, default=100_000_000, help="episode seed (>= 1e8: not in training data)")
     parser.add_argument("--image", default="", help="use this picture as the observation instead")
-    parser.add_argument("--steps", type=int, default=2, help="decoding steps for the chunk")
+    parser.add_argument("--steps", type=int, default=1, help="decoding steps for the chunk")
     parser.add_argument("--plot", default="actions.png", help="where to save the chart")
     args = parser.parse_args(argv)
 

@@ -274,12 +274,13 @@ class UnifiedPipeline:
             out.trajectory_images = [self.decode("image", step) for step in out.trajectory]
         return out
 
-    def act(self, images: Sequence[Any], instructions: Sequence[str], state: Any = None, steps: int = 2,
+    def act(self, images: Sequence[Any], instructions: Sequence[str], state: Any = None, steps: int = 1,
             guidance_scale: float = 1.0, seed: int | None = None, generator: torch.Generator | None = None,
             use_cache: bool = True, return_trajectory: bool = False, executed: Any = None,
             **scheduler_options: Any):
         """Action chunks [B, H, D] in real units for observations (frames) and instructions (+ state [B, S] when
-        the checkpoint was trained with state tokens).
+        the checkpoint was trained with state tokens). One decoding step by default: it had the lowest action error
+        and the highest closed-loop success of 1-8 steps (README, "Choosing how to decode").
 
         `executed` [B, d, D] (1 <= d < H) are the actions the robot will still execute from its previous chunk
         while this one is computed (real-time chunking): they are frozen as the first d actions of the new chunk and
