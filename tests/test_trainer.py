@@ -102,3 +102,21 @@ def test_dry_run_prints_memory_per_rank(tmp_path):
     out = run_cli(["train", "--config", str(TESTS.parent / "configs" / "base-gpu.yaml"), "--dry-run",
                    "--world-size", "8"])
     assert "ZeRO-2 (configured)" in out.stdout and "parameters:" in out.stdout
+
+
+def test_a_world_of_one_made_in_process_is_not_mistaken_for_a_launcher():
+    """After one in-process training (which sets RANK for its own world of one) the next `run_training` in the same
+    process still starts one rank per core; a process a launcher started stays one rank."""
+    script = ("from types import SimpleNamespace as N\n"
+              "from unimask.training import engines, launch\n"
+              "config = N(train=N(ranks=0))\n"
+              "before = engines.launched_as_a_rank()\n"
+              "engines.init_distributed(False)\n"
+              "print(before, engines.launched_as_a_rank(), launch.local_ranks(config) == launch.available_cores())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    run = lambda extra: subprocess.run([sys.executable, "-c", script], env={**env, **extra}, capture_output=True,  # noqa: E731
+                                       text=True, check=True).stdout.split()
+    assert run({}) == ["False", "False", "True"]
+    launched = run({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                    "MASTER_PORT": "29533"})
+    assert launched[:2] == ["True", "True"]

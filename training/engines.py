@@ -29,17 +29,28 @@ import torch.distributed as dist
 from unimask.training.checkpoints import write_marker
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+# Set when this process made its own world of one (no launcher): its RANK variables are ours, not a launcher's.
+_OWN_WORLD_VARIABLES: dict[str, str] = {}
+
+
+def launched_as_a_rank() -> bool:
+    """Whether a launcher (torchrun, deepspeed, our own spawn) started this process as one rank of a world, rather
+    than an earlier training in this process having made a world of one."""
+    return "RANK" in os.environ and not _OWN_WORLD_VARIABLES
+
+
 def init_distributed(use_deepspeed: bool) -> tuple[int, int, int]:
     """(rank, world_size, local_rank); initialises the default process group once."""
     if "RANK" not in os.environ:  # no launcher: a world of one
-        os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                           "MASTER_PORT": os.environ.get("MASTER_PORT", str(_free_port()))})
+        _OWN_WORLD_VARIABLES.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                                     "MASTER_PORT": os.environ.get("MASTER_PORT", str(free_port()))})
+        os.environ.update(_OWN_WORLD_VARIABLES)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if not dist.is_initialized():
         if use_deepspeed:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 from typing import Any
 
 import torch
+
+from unimask.training.engines import free_port, launched_as_a_rank
 
 
 def available_cores() -> int:
@@ -25,7 +26,7 @@ def available_cores() -> int:
 
 def local_ranks(config: Any) -> int:
     """How many ranks `run_training` starts on this machine for `config`."""
-    if "RANK" in os.environ or torch.cuda.is_available():
+    if launched_as_a_rank() or torch.cuda.is_available():
         return 1
     return config.train.ranks or available_cores()
 
@@ -36,9 +37,7 @@ def run_training(config: Any, export: str | None = None, stop_after: int | None 
     ranks = local_ranks(config)
     if ranks == 1:
         return {**_train(config, export, stop_after), "ranks": 1}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     context = torch.multiprocessing.get_context("spawn")
     results = context.SimpleQueue()
     torch.multiprocessing.spawn(_rank, args=(ranks, port, config, export, stop_after, results), nprocs=ranks)
