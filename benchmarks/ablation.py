@@ -12,6 +12,7 @@ closed-loop MT10 success:
   +ranks      the same on one rank per core (the quickstart's setting)
 
     OMP_NUM_THREADS=1 python benchmarks/ablation.py --run runs/quickstart --variants vq,+pixels,+objective,+ranks
+    OMP_NUM_THREADS=1 python benchmarks/ablation.py --run runs/quickstart --variants vq --ranks 0   # vq on every core
 
 Results go to RUN/ablation/<variant>/ and RUN/ablation/results.json; the table is printed (README "Ablation").
 """
@@ -51,6 +52,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {VARIANTS}")
     parser.add_argument("--steps", type=int, default=0, help="training steps (default: the run's)")
     parser.add_argument("--episodes", type=int, default=5, help="closed-loop episodes per MT10 task")
+    parser.add_argument("--ranks", type=int, default=-1,
+                        help="train every variant on this many ranks (0: one per core); its rows are named "
+                             "'<variant> @ ranks N'")
     args = parser.parse_args()
 
     from unimask.config import from_dict
@@ -69,14 +73,18 @@ def main() -> None:
     for name in filter(None, args.variants.split(",")):
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; choose from {VARIANTS}.")
-        out = run / "ablation" / name
+        key = name if args.ranks < 0 else f"{name} @ ranks {args.ranks}"
+        out = run / "ablation" / key.replace(" ", "_")
+        config = variant_config(base, name, out)
+        if args.ranks >= 0:
+            config["train"]["ranks"] = args.ranks
         started = time.time()
-        run_training(from_dict(TrainConfig, variant_config(base, name, out)), export=str(out / "model"))
+        run_training(from_dict(TrainConfig, config), export=str(out / "model"))
         minutes = (time.time() - started) / 60
         results = evaluate_checkpoint(out / "model", run / "data", out / "eval", tasks=("caption", "t2i", "vla"),
                                       caption_limit=200, t2i_per_class=20, vla_episodes=args.episodes,
                                       judge_dir=run / "judge")
-        rows[name] = {"train_minutes": minutes, "caption": results["caption"]["digit_accuracy"],
+        rows[key] = {"train_minutes": minutes, "caption": results["caption"]["digit_accuracy"],
                       "t2i": results["t2i"]["judge_accuracy"], "mt10": results["vla"]["average_success"],
                       "mt10_episodes": results["vla"]["n"]}
         results_path.parent.mkdir(parents=True, exist_ok=True)
