@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from unimask.bundle import load_bundle
-from unimask.masking import MaskingConfig, train_step
+from unimask.masking import MaskingConfig
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.sampler import generate
 from unimask.schedulers import make_scheduler
@@ -29,6 +29,7 @@ from unimask.sequence import collate
 from unimask.training.data.loader import iterate_samples
 from unimask.training.engines import TorchEngine
 from unimask.training.evaluation.captions import digit_caption_accuracy, digit_in_caption
+from unimask.training.step import train_step
 
 SETTINGS = {"paraphrase+normal": ("random", "normal"), "first+normal": ("first", "normal"),
             "first+codebook": ("first", "codebook")}

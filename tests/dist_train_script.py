@@ -12,16 +12,15 @@ from unimask.training.trainer import Trainer
 config = load_config(sys.argv[1], TrainConfig)
 trainer = Trainer(config)
 losses = []
-original = trainer.train_step
+original = trainer.window.add_micro_batch
 
 
-def recording_step(batch):
-    metrics = original(batch)
-    losses.append(metrics["loss"])
-    return metrics
+def recording(result, *rest):
+    losses.append(float(result.loss.detach()))
+    original(result, *rest)
 
 
-trainer.train_step = recording_step
+trainer.window.add_micro_batch = recording
 trainer.train()
 state = trainer.engine.state_dict_for_export()
 checksum = float(sum(v.double().sum() * (i + 1) for i, (k, v) in enumerate(sorted(state.items()))))

@@ -1,4 +1,4 @@
-"""A minimal single-process training loop for tests: the package's one training step (`unimask.masking.train_step`)
+"""A minimal single-process training loop for tests: the package's one training step (`unimask.training.step`)
 on a plain-torch engine with AdamW, linear warm-up then a constant learning rate."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ from typing import Callable, Iterator
 
 import torch
 
-from unimask.masking import MaskingConfig, train_step
+from unimask.masking import MaskingConfig
 from unimask.model import MaskedDiffusionTransformer
 from unimask.sequence import SequenceBatch
 from unimask.training.engines import TorchEngine
+from unimask.training.step import train_step
 from unimask.vocab import UnifiedVocab
 
 

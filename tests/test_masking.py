@@ -111,7 +111,7 @@ def test_loss_equals_direct_elbo_computation(builder, small_vocab):
     assert math.isclose(float(result.loss), total / int(batch.target_mask.sum()), rel_tol=1e-4)
     for task, value in per_task_sum.items():
         rows = torch.tensor([t == task for t in batch.tasks])
-        assert math.isclose(result.per_task[task], value / int(batch.target_mask[rows].sum()), rel_tol=1e-4)
+        assert math.isclose(result.per_task()[task], value / int(batch.target_mask[rows].sum()), rel_tol=1e-4)
     assert result.num_masked == int(out.masked.sum())
 
 
@@ -144,7 +144,7 @@ def test_ordinal_sigma_applies_to_its_modality_only(builder, small_vocab):
     logits = torch.randn(*batch.input_ids.shape, small_vocab.size, generator=torch.Generator().manual_seed(8))
     plain = diffusion_loss(logits, out, small_vocab)
     smoothed = diffusion_loss(logits, out, small_vocab, ordinal_sigma={"action": 1.5})
-    assert smoothed.per_task["t2i"] == pytest.approx(plain.per_task["t2i"])
-    assert smoothed.per_task["vla"] != pytest.approx(plain.per_task["vla"])
+    assert smoothed.per_task()["t2i"] == pytest.approx(plain.per_task()["t2i"])
+    assert smoothed.per_task()["vla"] != pytest.approx(plain.per_task()["vla"])
     with pytest.raises(ValueError, match="ordinal_sigma"):
         MaskingConfig(ordinal_sigma={"action": 0.0})

@@ -10,9 +10,13 @@ small interface (`backward`, `step`, `save`, `load`, `state_dict_for_export`):
 
 Checkpoints are written under `<run>/checkpoints/<tag>/` and marked complete by `unimask.training.checkpoints`.
 
-Numeric guard: a micro-batch whose loss is not finite on any rank is not back-propagated, and an optimizer step whose
-gradient norm is not finite is not taken; either way `last_skipped` is set and the trainer counts it (all ranks agree:
-the loss flag is all-reduced, the gradient norm is computed after DDP's all-reduce).
+Numeric guard: an optimizer step whose loss (on any rank) or gradient norm is not finite is not taken, and
+`last_skipped` says so. `TorchEngine` decides on the device: the flag is handed to the fused AdamW kernel as its
+`found_inf` (the same mechanism as mixed-precision loss scaling), which then leaves weights, moments and step count
+untouched, and `last_skipped` / `last_grad_norm` stay device tensors that the trainer reads when it logs, so a step
+never waits for the device. All ranks agree: the loss flag is all-reduced and the gradient norm is computed after
+DDP's all-reduce. `DeepSpeedEngine` cannot hand DeepSpeed's optimizer such a flag, so it reads the loss flag back
+and skips backward and step on the host.
 """
 
 from __future__ import annotations
@@ -73,6 +77,21 @@ def finite_everywhere(value: torch.Tensor) -> bool:
     return bool(flag.item() > 0)
 
 
+def fused_adamw(param_groups: list[dict[str, Any]], lr: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW with PyTorch's fused kernel where it exists (CUDA and CPU tensors): one kernel over all parameters, and it
+    takes a `found_inf` flag to skip a step on the device."""
+    try:
+        return torch.optim.AdamW(param_groups, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # an old torch or a device without the fused kernel
+        return torch.optim.AdamW(param_groups, lr=lr, betas=betas)
+
+
+def _all_ranks_min(flag: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return flag
+
+
 class TorchEngine:
     def __init__(self, model: torch.nn.Module, optimizer, scheduler, grad_clip: float, grad_accum: int, world: int,
                  device: torch.device):
@@ -83,35 +102,39 @@ class TorchEngine:
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.grad_clip, self.grad_accum = grad_clip, grad_accum
+        self.device = device
+        self.fused = bool(optimizer.defaults.get("fused"))
         self.micro = 0
-        self.last_grad_norm = 0.0
-        self.poisoned = False  # a micro-batch of this accumulation had a non-finite loss
-        self.last_skipped = False  # the last boundary's optimizer step was skipped (non-finite loss or gradients)
+        self.last_grad_norm = torch.zeros((), device=device)  # of the last optimizer step (a device tensor)
+        self.last_skipped = torch.zeros((), dtype=torch.bool, device=device)  # whether that step was skipped
+        self._losses_finite = torch.ones((), dtype=torch.bool, device=device)  # over this accumulation window
 
     def __call__(self, *args, **kwargs):
         return self.wrapped(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
-        if not finite_everywhere(loss.detach()):
-            self.poisoned = True
-            return
+        self._losses_finite = self._losses_finite & torch.isfinite(loss.detach())
         (loss / self.grad_accum).backward()
 
     def step(self) -> bool:
-        """Optimizer step at the accumulation boundary; returns whether one was taken."""
+        """Optimizer step at the accumulation boundary (skipped on the device when a loss or the gradient norm is
+        not finite); returns whether this micro-batch was a boundary."""
         self.micro += 1
         if self.micro % self.grad_accum:
             return False
         norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(),
                                               self.grad_clip if self.grad_clip > 0 else float("inf"))
-        self.last_grad_norm = float(norm)
-        self.last_skipped = self.poisoned or not bool(torch.isfinite(norm))
-        self.poisoned = False
-        if not self.last_skipped:
+        finite = _all_ranks_min((torch.isfinite(norm) & self._losses_finite).float())
+        self.last_grad_norm, self.last_skipped = norm.detach(), finite < 1
+        self._losses_finite = torch.ones((), dtype=torch.bool, device=self.device)
+        if self.fused:
+            self.optimizer.found_inf = 1 - finite
             self.optimizer.step()
-            self.scheduler.step()
+        elif bool(finite):  # no fused kernel to hand the flag to: the host decides
+            self.optimizer.step()
+        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return not self.last_skipped
+        return True
 
     def save(self, directory: Path, tag: str, client_state: dict[str, Any], keep_last: int) -> None:
         if dist.get_rank() == 0:
@@ -145,7 +168,7 @@ class DeepSpeedEngine:
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
         self.stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
-        self.last_grad_norm = 0.0
+        self.last_grad_norm: Any = 0.0
         self.poisoned = False
         self.last_skipped = False
 
@@ -164,15 +187,16 @@ class DeepSpeedEngine:
 
     def step(self) -> bool:
         """DeepSpeed steps unless this micro-batch's loss was not finite (then neither backward nor step ran, on every
-        rank, and DeepSpeed's accumulation counter stays where it was)."""
+        rank, DeepSpeed's accumulation counter and schedule stay where they were, and the micro-batch counts as a
+        skipped step)."""
         if self.poisoned:
             self.poisoned, self.last_skipped = False, True
-            return False
+            return True
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.step()
         if boundary:
             norm = self.engine.get_global_grad_norm()
-            self.last_grad_norm = float(norm) if norm is not None else 0.0
+            self.last_grad_norm = norm if norm is not None else 0.0
             self.last_skipped = False
         return boundary
 

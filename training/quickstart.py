@@ -5,7 +5,8 @@ pre-tokenized shards -> ONE unified model (captions, text-to-image, robot action
 report.md / report.json / pictures.
 
 Each stage is skipped when its marker exists (`<out>/.stages/`), so an interrupted run continues where it stopped.
-`--mode quick` is sized for about 15 minutes on 2 CPU cores, `--mode full` for about 90. `--seed N` seeds everything
+`--mode quick` is sized for about 15 minutes on 2 CPU cores, `--mode full` for about 90, `--mode gpu` for about 10 on
+one modern GPU. `--seed N` seeds everything
 the run draws (data splits and sampling, the tokenizers, the model, the data order); evaluation uses the fixed
 held-out episode seeds and sampling seeds of `unimask eval`, so runs of different seeds are measured alike.
 """
@@ -42,6 +43,9 @@ class QuickstartPlan:
     eval_vla_episodes: int  # closed-loop episodes per MT10 task
     judge_epochs: int  # epochs of the digit judge
     ranks: int = 0  # data-parallel training ranks (0: one per CPU core)
+    vq_batch: int = 16  # VQ tokenizer batch size
+    loader_workers: int = 0  # DataLoader workers per rank (0: read in the training process)
+    compile: bool = False  # torch.compile the model (pays off on a GPU)
 
 
 PLANS = {
@@ -55,6 +59,14 @@ PLANS = {
                            model={"d_model": 192, "n_layers": 6, "n_heads": 6, "max_seq_len": 256},
                            train_steps=2200, batch_size=32, lr=1.5e-3, shapes_weight=1.0, eval_caption=364, eval_t2i_per_class=20,
                            eval_shapes=200, eval_vla_episodes=20, judge_epochs=8),
+    # One modern GPU for about 10 minutes: 100 demonstrations per task, a 26 M-parameter model, large batches; the
+    # data stages use every CPU core of the machine.
+    "gpu": QuickstartPlan(shapes_train=20000, shapes_test=2000, mt10_train_episodes=100, mt10_test_episodes=5,
+                          vq_steps=2000, vq_max_images=30000,
+                          model={"d_model": 512, "n_layers": 8, "n_heads": 8, "max_seq_len": 256},
+                          train_steps=8000, batch_size=128, lr=1e-3, shapes_weight=1.0, eval_caption=364,
+                          eval_t2i_per_class=20, eval_shapes=200, eval_vla_episodes=20, judge_epochs=8, ranks=1,
+                          vq_batch=64, loader_workers=6, compile=True),
 }
 
 
@@ -72,15 +84,19 @@ def _texts_of(dataset: Path, task: str) -> list[str]:
 
 
 def _fit_action_tokenizers(mt10: Path, out: Path) -> dict[str, Any]:
+    """Action bins (q01/q99) and state bins (min/max) fitted on the train split, read without decoding a frame."""
+    import json
+
+    from unimask.modality import decode_npy
     from unimask.tokenizers.action import BinActionTokenizer
-    from unimask.training.data.loader import iterate_samples
+    from unimask.training.data.format import read_raw, resolve_shards
 
     chunks, valid, states = [], [], []
-    for sample in iterate_samples(mt10, split="train", task="vla"):
-        chunks.append(sample["action"])
-        steps = sample["meta"].get("valid_steps", len(sample["action"]))
-        valid.append(np.arange(len(sample["action"])) < steps)
-        states.append(sample["state"])
+    for raw in read_raw(resolve_shards(mt10, "train")[0]):
+        chunk = decode_npy(raw["actions.npy"])
+        chunks.append(chunk)
+        valid.append(np.arange(len(chunk)) < json.loads(raw["json"]).get("valid_steps", len(chunk)))
+        states.append(decode_npy(raw["state.npy"]))
     chunks, valid = np.stack(chunks), np.stack(valid)
     # The gripper (last dimension) is already in [-1, 1]: keep it out of the normalisation.
     actions = BinActionTokenizer(n_bins=256, exclude_dims=(3,)).fit(chunks, valid=valid)
@@ -118,11 +134,13 @@ def train_config(out: Path, plan: QuickstartPlan, seed: int = 0) -> dict[str, An
                               "text": "first"},
                              {"dataset": str(data / "shapes-tok"), "task": "t2i", "weight": plan.shapes_weight},
                              {"dataset": str(data / "mt10-tok"), "task": "vla", "weight": 2.0}],
-                 "batch_size": plan.batch_size, "shuffle_buffer": 1000, "seed": seed},
+                 "batch_size": plan.batch_size, "shuffle_buffer": 1000, "seed": seed,
+                 "num_workers": plan.loader_workers},
         "masking": MASKING,
         "optim": {"lr": plan.lr, "warmup": max(20, plan.train_steps // 20)},
         "train": {"out": str(out / "train"), "steps": plan.train_steps, "log_every": 20, "seed": seed,
-                  "checkpoint_every": max(100, plan.train_steps // 4), "keep_last": 1, "ranks": plan.ranks},
+                  "checkpoint_every": max(100, plan.train_steps // 4), "keep_last": 1, "ranks": plan.ranks,
+                  "compile": plan.compile},
     }
 
 
@@ -147,9 +165,11 @@ def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: s
     runner.run("data-digits", lambda: _counts(write_digits(data / "digits", seed=seed)), data / "digits")
     runner.run("data-shapes", lambda: _counts(write_shapes(data / "shapes", train=plan.shapes_train,
                                                            test=plan.shapes_test, seed=seed)), data / "shapes")
+    from unimask.training.launch import available_cores
+
     runner.run("data-mt10", lambda: _counts(write_metaworld(data / "mt10", train_episodes=plan.mt10_train_episodes,
-                                                            test_episodes=plan.mt10_test_episodes, workers=2,
-                                                            seed=seed)), data / "mt10")
+                                                            test_episodes=plan.mt10_test_episodes,
+                                                            workers=available_cores(), seed=seed)), data / "mt10")
 
     def text_tokenizer() -> dict[str, Any]:
         from unimask.tokenizers.text import train_text_tokenizer
@@ -166,7 +186,8 @@ def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: s
         # configs/vq/tiny-cpu.yaml's settings, sized by the plan. Only images the model writes train the codebook:
         # the robot's frames are read through the pixel encoder.
         config = VQTrainConfig(data=[str(data / "digits"), str(data / "shapes")], seed=seed,
-                               max_images=plan.vq_max_images, steps=plan.vq_steps, batch_size=16, lr=2e-3, warmup=50,
+                               max_images=plan.vq_max_images, steps=plan.vq_steps, batch_size=plan.vq_batch, lr=2e-3,
+                               warmup=50,
                                sample_every=plan.vq_steps, checkpoint_every=max(100, plan.vq_steps // 4),
                                model=VQModelConfig(block_out_channels=[16, 32, 64, 64]))
         return train_vq(config, tok / "vq")
@@ -205,7 +226,6 @@ def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: s
 
     def evaluate() -> dict[str, Any]:
         from unimask.training.evaluation.cli import evaluate_checkpoint
-        from unimask.training.launch import available_cores
 
         return evaluate_checkpoint(out / "model", data, out / "eval", tasks=("caption", "t2i", "shapes", "vla"),
                                    caption_limit=plan.eval_caption, t2i_per_class=plan.eval_t2i_per_class,
@@ -225,7 +245,7 @@ def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: s
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("quickstart", help="build data, tokenizers and one unified model, evaluate, report")
     parser.add_argument("--out", default="runs/quickstart", help="run folder (resumes stage by stage)")
-    parser.add_argument("--mode", choices=sorted(PLANS), default="quick", help="quick (~15 min) or full (~90 min)")
+    parser.add_argument("--mode", choices=sorted(PLANS), default="quick", help="quick (~15 min on 2 CPU cores), full (~90 min) or gpu (~10 min on one GPU)")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything the run draws (default 0)")
     parser.add_argument("--until", choices=("plan",), default="",
                         help="stop after the data, tokenizers and train.yaml (to train variants of one plan)")

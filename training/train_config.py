@@ -66,12 +66,20 @@ class TrainSection:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     ranks: int = 1  # CPU data-parallel ranks started here without a launcher: N, or 0 for one per core
     max_nonfinite_steps: int = 5  # steps in a row skipped for a non-finite loss / gradient norm before stopping
+    compile: bool = False  # torch.compile the model (in place: checkpoints and exports keep their keys)
+    compile_mode: str = "default"  # torch.compile mode: "default", "reduce-overhead" (CUDA graphs), "max-autotune"
+    attention_kernel: str = "auto"  # "sdpa", "flex" (block masks; fast when compiled on CUDA) or "auto"
 
     def __post_init__(self) -> None:
         if self.ranks < 0:
             raise ValueError(f"train.ranks must be >= 0 (0: one per CPU core), got {self.ranks}.")
         if self.max_nonfinite_steps < 1:
             raise ValueError(f"train.max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}.")
+        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        if self.compile_mode not in modes:
+            raise ValueError(f"train.compile_mode must be one of {modes}, got {self.compile_mode!r}.")
+        if self.attention_kernel not in ("auto", "sdpa", "flex"):
+            raise ValueError(f"train.attention_kernel must be 'auto', 'sdpa' or 'flex', got {self.attention_kernel!r}.")
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,20 @@ import torch
 from unimask.atomic import atomic_write_text
 from unimask.bundle import Bundle
 from unimask.config import load_config, save_config
-from unimask.masking import train_step
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.processor import Processor
+from unimask.registry import tasks
 from unimask.training.checkpoints import (CheckpointError, complete_tags, damage, intact_tag, latest_tag,
                                           remove_orphans)
-from unimask.training.engines import DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, init_distributed
+from unimask.training.engines import (DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, fused_adamw,
+                                      init_distributed)
 from unimask.training.finetune import (add_lora, export_state, load_bundle_weights, resolve_bundle_init,
                                        trainable_summary)
+from unimask.training.step import train_step
+from unimask.training.timing import StepTimer
 from unimask.training.train_config import TrainConfig
+from unimask.training.utilization import encoded_rows, mfu, peak_flops, step_flops
+from unimask.training.window import LogWindow
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,6 +77,16 @@ def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedD
     return model
 
 
+def resolve_attention_kernel(tc: Any, device: torch.device) -> str:
+    """`train.attention_kernel`: flex attention where it is fast (compiled, on CUDA; it has no CPU backward)."""
+    if tc.attention_kernel == "flex" and device.type != "cuda":
+        raise ValueError("train.attention_kernel=flex trains on CUDA only (flex attention has no CPU backward); use "
+                         "sdpa or auto here.")
+    if tc.attention_kernel == "auto":
+        return "flex" if device.type == "cuda" and tc.compile else "sdpa"
+    return tc.attention_kernel
+
+
 def mask_schedules(config: TrainConfig, vocab) -> dict[str, str]:
     """The mask schedule each modality of the vocabulary trains with (recorded in the bundle)."""
     return {name: config.masking.schedule_of(name) for name in ("text", *(n for n, _ in vocab.modalities))}
@@ -86,16 +100,6 @@ def _numpy_state() -> list:
 def _python_state() -> list:
     version, internal, gauss_next = random.getstate()
     return [version, list(internal), gauss_next]
-
-
-def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of an fp32 size x size matmul on this process's device and threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start)
 
 
 class Trainer:
@@ -122,8 +126,11 @@ class Trainer:
         trained = [p for p in model.parameters() if p.requires_grad]  # LoRA leaves the base weights frozen
         decay = [p for p in trained if p.dim() >= 2]
         no_decay = [p for p in trained if p.dim() < 2]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
+        optimizer = fused_adamw([{"params": decay, "weight_decay": o.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], o.lr, tuple(o.betas))
+        model.attention_kernel = resolve_attention_kernel(tc, self.device)
+        if tc.compile:
+            model.compile(mode=None if tc.compile_mode == "default" else tc.compile_mode)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         if tc.deepspeed:
             ds = deepspeed_config(tc.deepspeed, config.data.batch_size, o.grad_accum, o.grad_clip, self.bf16,
@@ -139,15 +146,15 @@ class Trainer:
         self.ema = ({k: v.detach().clone().float() for k, v in export_state(model.state_dict(), config.init).items()}
                     if o.ema > 0 else None)
 
-        self.loader = make_loader(config.data, self.processor, rank=self.rank, world_size=self.world)
+        self.loader = make_loader(config.data, self.processor, rank=self.rank, world_size=self.world,
+                                  pin_memory=self.device.type == "cuda")
         self.masking_generator = torch.Generator(device=self.device).manual_seed(tc.seed * 1000 + self.rank)
         self.step = 0
         self.consumed = 0
         self.nonfinite_steps = 0  # optimizer steps skipped because the loss or gradient norm was not finite
         self.nonfinite_in_a_row = 0
-        self.tokens_per_step = 0
-        self.flops_per_token = 6 * model.num_parameters()
-        self.peak = tc.peak_flops or measure_matmul_peak()
+        self.window = LogWindow(list(tasks()), self.device)
+        self.peak = tc.peak_flops or peak_flops(self.device, torch.bfloat16 if self.bf16 else torch.float32)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             for orphan in remove_orphans(self.out):
@@ -197,7 +204,7 @@ class Trainer:
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
         version, internal, gauss_next = state["python_rng"]
         random.setstate((version, tuple(internal), gauss_next))
-        self.ema = state.get("ema")
+        self.ema = {k: v.to(self.device) for k, v in state["ema"].items()} if state.get("ema") else None
         if self.rank == 0:
             self._forget_metrics_after(self.step)
             print(f"resumed from {self.checkpoints / tag} at step {self.step}")
@@ -210,19 +217,30 @@ class Trainer:
             atomic_write_text(path, "".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
 
     # ----- training -----------------------------------------------------------------------------------------------
-    def train_step(self, batch) -> dict[str, float]:
-        """One micro-batch (an optimizer step at the `grad_accum` boundary); returns the logged metrics."""
-        batch = batch.to(self.device)
-        result, stepped = train_step(self.engine, batch, self.vocab, self.config.masking, self.masking_generator,
-                                     torch.bfloat16 if self.bf16 else None)
-        if stepped and self.ema is not None:
-            decay = self.config.optim.ema
-            with torch.no_grad():
-                for k, v in export_state(self.engine.state_dict_for_export(), self.config.init).items():
-                    self.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
-        self.tokens_per_step += int(batch.input_ids.numel())
-        return {"loss": float(result.loss.detach()), **{f"loss/{k}": v for k, v in result.per_task.items()},
-                "stepped": stepped}
+    def train_step(self, batch, timer: StepTimer | None = None) -> bool:
+        """One micro-batch on the device (an optimizer step at the `grad_accum` boundary), nothing read back;
+        returns whether it ended an optimizer step."""
+        batch = batch.to(self.device, non_blocking=True)
+        if timer is not None:
+            timer.mark("data")
+        result, boundary = train_step(self.engine, batch, self.vocab, self.config.masking, self.masking_generator,
+                                      torch.bfloat16 if self.bf16 else None, timer)
+        rows, length = batch.input_ids.shape
+        self.window.add_micro_batch(result, rows * length, step_flops(self.engine.module.config, rows, length,
+                                                                      encoded_rows(self.processor, batch.tasks)))
+        if boundary:
+            self.window.add_step(self.engine.last_grad_norm, self.engine.last_skipped)
+            if self.ema is not None:
+                self._update_ema()
+        return boundary
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        stage3 = getattr(self.engine, "stage", 0) == 3
+        state = self.engine.state_dict_for_export() if stage3 else self.engine.module.state_dict()
+        current = export_state(state, self.config.init)
+        torch._foreach_lerp_(list(self.ema.values()), [current[k].to(self.device, torch.float32) for k in self.ema],
+                             1 - self.config.optim.ema)
 
     def train(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train to `train.steps`, or stop (with a checkpoint) after step `stop_after` to resume later."""
@@ -239,35 +257,23 @@ class Trainer:
         for _ in range(self.consumed):  # the data position: the loader is deterministic from the seed
             next(batches)
         bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=self.rank != 0, dynamic_ncols=True)
-        window_start, window_tokens = time.perf_counter(), 0
+        timer = StepTimer(self.device)
         last: dict[str, float] = {}
         self.engine.module.train()
         while self.step < last_step:
-            metrics = self.train_step(next(batches))
+            timer.start()
+            batch = next(batches)
             self.consumed += 1
-            if not metrics.pop("stepped"):
-                self._count_skipped(metrics["loss"])
+            if not self.train_step(batch, timer):
                 continue
-            self.nonfinite_in_a_row = 0
             self.step += 1
-            window_tokens += self.tokens_per_step * self.world
-            self.tokens_per_step = 0
-            if self.step % tc.log_every == 0 or self.step == tc.steps:
-                elapsed = time.perf_counter() - window_start
-                tokens_per_s = window_tokens / max(elapsed, 1e-9)
-                last = {**metrics, "lr": self.engine.get_lr(), "grad_norm": self.engine.last_grad_norm,
-                        "tokens_per_s": tokens_per_s, "skipped/nonfinite_steps": self.nonfinite_steps,
-                        "mfu": tokens_per_s * self.flops_per_token / (self.peak * self.world),
-                        **{f"skipped/{k}": v for k, v in self.loader.dataset.skipped().items()}}
-                window_start, window_tokens = time.perf_counter(), 0
-                if writer is not None:
-                    for key, value in last.items():
-                        writer.add_scalar(key, value, self.step)
-                    with open(self.out / "metrics.jsonl", "a") as handle:
-                        handle.write(json.dumps({"step": self.step, **last}) + "\n")
+            checkpoint = self.step % tc.checkpoint_every == 0 or self.step == last_step
+            if self.step % tc.log_every == 0 or self.step == tc.steps or checkpoint:
+                last = self._log(timer, writer)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.0f}",
+                                mfu=f"{last['mfu']:.3f}")
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{last.get('tokens_per_s', 0):.0f}")
-            if self.step % tc.checkpoint_every == 0 or self.step == last_step:
+            if checkpoint:
                 self.save()
             if tc.sample_every and self.step % tc.sample_every == 0 and self.rank == 0:
                 self.write_samples(writer)
@@ -280,22 +286,41 @@ class Trainer:
                   f"with a non-finite loss or gradient: {self.nonfinite_steps}")
         return last
 
-    def _count_skipped(self, loss: float) -> None:
-        """Policy for a step skipped because the loss or the gradient norm was not finite: count it, and stop after
-        `train.max_nonfinite_steps` in a row with an error naming the step and the likely cause."""
-        if not self.engine.last_skipped:
-            return  # inside a gradient-accumulation window: not a step yet
-        self.nonfinite_steps += 1
-        self.nonfinite_in_a_row += 1
-        if self.rank == 0:
-            print(f"step {self.step + 1}: skipped, the {'loss' if not math.isfinite(loss) else 'gradient norm'} is "
-                  f"not finite ({self.nonfinite_in_a_row} in a row)")
-        if self.nonfinite_in_a_row >= self.config.train.max_nonfinite_steps:
+    def _log(self, timer: StepTimer, writer: Any) -> dict[str, float]:
+        """Read the log window back (the one synchronisation), stop a diverging run, write metrics.jsonl and
+        TensorBoard (rank 0); returns the logged metrics."""
+        window = self.window.read()
+        split = timer.split(window["steps"])
+        seconds = split["time/step"] * window["steps"]
+        self._check_skips(window)
+        tokens_per_s = window["tokens"] * self.world / max(seconds, 1e-9)
+        logged = {key: window[key] for key in window if key == "loss" or key.startswith("loss/")}
+        logged.update({"lr": self.engine.get_lr(), "grad_norm": window["grad_norm"], "tokens_per_s": tokens_per_s,
+                       "mfu": mfu(window["flops"] / max(seconds, 1e-9), self.peak),
+                       "skipped/nonfinite_steps": self.nonfinite_steps, **split,
+                       **{f"skipped/{k}": v for k, v in self.loader.dataset.skipped().items()}})
+        if writer is not None:
+            for key, value in logged.items():
+                writer.add_scalar(key, value, self.step)
+            with open(self.out / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps({"step": self.step, **logged}) + "\n")
+        return logged
+
+    def _check_skips(self, window: dict[str, Any]) -> None:
+        """Count the window's skipped optimizer steps (non-finite loss or gradient: the step changed nothing) and stop
+        after `train.max_nonfinite_steps` in a row with an error naming the step and the likely cause."""
+        self.nonfinite_steps += window["skipped_steps"]
+        self.nonfinite_in_a_row = window["skip_run"]
+        if window["skipped_steps"] and self.rank == 0:
+            print(f"steps {self.step - window['steps'] + 1}-{self.step}: {window['skipped_steps']} optimizer steps "
+                  f"skipped, the loss or gradient norm was not finite ({window['skip_run']} in a row now)")
+        longest = max(window["longest_skip_run"], window["skip_run"])
+        if longest >= self.config.train.max_nonfinite_steps:
+            self.nonfinite_in_a_row = longest
             raise TrainingDiverged(
-                f"the loss or gradient norm was not finite for {self.nonfinite_in_a_row} steps in a row, the last at "
-                f"step {self.step + 1}; training stopped. Likely causes: a learning rate too high "
-                f"(optim.lr={self.config.optim.lr}), a damaged checkpoint, or data that makes the loss overflow. "
-                f"{self._last_checkpoint_note()}")
+                f"the loss or gradient norm was not finite for {longest} steps in a row, by step {self.step}; "
+                f"training stopped. Likely causes: a learning rate too high (optim.lr={self.config.optim.lr}), a "
+                f"damaged checkpoint, or data that makes the loss overflow. {self._last_checkpoint_note()}")
 
     def _last_checkpoint_note(self) -> str:
         tag = latest_tag(self.checkpoints) if self.checkpoints.is_dir() else None

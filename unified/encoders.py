@@ -85,6 +85,33 @@ class ConvPixelEncoder(nn.Module):
         return x + self.position
 
 
+def place_encoded(x: torch.Tensor, input_ids: torch.Tensor, name: str, values: torch.Tensor, encoder: nn.Module,
+                  check: bool) -> torch.Tensor:
+    """Embeddings `x` (B, L, d) with `encoder`'s tokens of `values` at the placeholder positions of `input_ids` (a row
+    holds all of the encoder's tokens or none). With `check` (where reading values back is free: a CPU, inference)
+    the placeholder counts are checked and only the rows that hold placeholders are encoded; without it every row
+    is encoded and the tokens are gathered into place, so nothing waits for the device."""
+    placeholders = input_ids == encoder.config.id  # (B, L)
+    count = encoder.config.tokens
+    if len(values) != len(input_ids):
+        raise ValueError(f"{name} features have {len(values)} rows for a batch of {len(input_ids)}.")
+    rows = None
+    if check:
+        counts = placeholders.sum(dim=1)
+        if bool(((counts != 0) & (counts != count)).any()):
+            raise ValueError(f"every row must hold {count} {name} placeholders or none, got "
+                             f"{sorted(set(counts.tolist()))}.")
+        rows = (counts > 0).nonzero().flatten()
+        if len(rows) == 0:
+            return x
+    tokens = encoder(values if rows is None else values[rows]).to(x.dtype)  # (rows, tokens, d)
+    if rows is not None:
+        tokens = torch.zeros(len(x), count, x.shape[-1], dtype=x.dtype, device=x.device).index_copy(0, rows, tokens)
+    order = (placeholders.cumsum(dim=1) - 1).clamp(0, count - 1)  # (B, L): which token goes where
+    placed = tokens.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))
+    return torch.where(placeholders[..., None], placed, x)
+
+
 ENCODERS = {"conv": (PixelEncoderConfig, ConvPixelEncoder)}
 
 

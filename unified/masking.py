@@ -7,8 +7,11 @@ default: linear for text as in LLaDA, cosine for image codes as in MaskGIT; `Mas
 them). The loss is the cross entropy on masked positions weighted by 1/p (the ELBO weight of LLaDA/MDLM), summed and
 divided by the number of target tokens.
 
-`train_step` is the one training step every loop shares (the trainer, the benchmarks, the tests): forward process,
-model, loss, then the engine's backward and optimizer step.
+Everything here runs on the batch's device without reading a value back to the host: per-task settings are looked
+up from small tables by the batch's `task_ids`, and the loss is computed densely over every position (masked-out
+positions weigh 0) instead of gathering the masked ones, whose number the host would have to know. A training loop
+can then queue step after step on an accelerator and read the numbers (`DiffusionLoss.per_task()`) only when it
+logs. The optimizer step belongs to the trainer (`unimask.training.step`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .registry import get_modality, get_task, modalities
+from .registry import get_modality, get_task, modalities, tasks
 from .sequence import TARGET, SequenceBatch, repeat_targets
 from .vocab import UnifiedVocab
 
@@ -103,6 +106,30 @@ class MaskingConfig:
         """The mask schedule a target of `modality` trains with."""
         return self.schedules.get(modality) or get_modality(modality).mask_schedule
 
+    def tables(self, device: torch.device | str) -> "TaskTables":
+        """The per-task settings as tensors indexed by `task_index`, made once per device."""
+        device = torch.device(device)
+        cache = self.__dict__.setdefault("_tables", {})
+        names = list(tasks())
+        if (device, len(names)) not in cache:
+            def column(values: dict[str, float], default: float) -> torch.Tensor:
+                return torch.tensor([values.get(name, default) for name in names], dtype=torch.float32, device=device)
+
+            cache[(device, len(names))] = TaskTables(
+                names, column(self.full_mask, 0.0), column({n: self.dropout_of(n) for n in names}, self.p_uncond),
+                column(self.task_weights, 1.0))
+        return cache[(device, len(names))]
+
+
+@dataclass
+class TaskTables:
+    """Per-task settings of a `MaskingConfig` on one device, row `task_index(name)` for each registered task."""
+
+    names: list[str]
+    full_mask: torch.Tensor  # (T,) P(a target is masked whole)
+    dropout: torch.Tensor  # (T,) P(the condition is dropped)
+    weight: torch.Tensor  # (T,) loss weight
+
 
 @dataclass
 class MaskedBatch:
@@ -118,10 +145,19 @@ class MaskedBatch:
 
 @dataclass
 class DiffusionLoss:
+    """The loss of a batch; every field stays on the device (read them back only when logging)."""
+
     loss: torch.Tensor  # scalar to backpropagate
-    per_task: dict[str, float]  # each task's share of the loss, normalised by that task's target tokens
-    num_masked: int  # masked tokens in the batch
-    num_targets: int  # target tokens in the batch
+    task_loss: torch.Tensor  # (T,) per task: sum of the 1/p-weighted cross entropies of its rows
+    task_targets: torch.Tensor  # (T,) per task: target tokens of its rows
+    num_masked: torch.Tensor  # scalar: masked tokens in the batch
+    num_targets: torch.Tensor  # scalar: target tokens in the batch
+    task_names: list[str] = field(default_factory=list)  # row t of the per-task tensors is task_names[t]
+
+    def per_task(self) -> dict[str, float]:
+        """Each task present in the batch: its loss normalised by its own target tokens (reads back to the host)."""
+        losses, counts = self.task_loss.tolist(), self.task_targets.tolist()
+        return {name: loss / count for name, loss, count in zip(self.task_names, losses, counts) if count}
 
 
 def stratified_times(batch_size: int, eps: float, generator: torch.Generator | None = None,
@@ -138,9 +174,12 @@ def mask_probabilities(batch: SequenceBatch, t: torch.Tensor, vocab: UnifiedVoca
     p = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=batch.input_ids.device)
     target = batch.target_mask
     t_position = t.float().gather(1, (batch.segment_ids - TARGET).clamp(min=0, max=t.shape[1] - 1))  # (B, L)
-    for index in torch.unique(batch.modality_ids[target]).tolist():
+    # Every modality of the vocabulary, present in this batch or not: asking which are present is a host read.
+    for index, name in enumerate(vocab.modality_names):
+        if name in ("special", "mask") or get_modality(name).continuous:
+            continue
         where = target & (batch.modality_ids == index)
-        p = torch.where(where, get_mask_schedule(config.schedule_of(vocab.modality_names[index]))(t_position), p)
+        p = torch.where(where, get_mask_schedule(config.schedule_of(name))(t_position), p)
     return p
 
 
@@ -151,20 +190,20 @@ def forward_process(batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingCo
     masked whole (the state decoding starts from), and a task's `condition_dropout` share of rows trains the
     unconditional branch."""
     device = batch.input_ids.device
-    copies = torch.tensor([config.target_copies.get(task, 1) for task in batch.tasks])
-    if bool((copies > 1).any()):
-        batch = repeat_targets(batch, copies)
-    rows, columns = len(batch), int(copies.max())
+    table = config.tables(device)
+    copies = [config.target_copies.get(task, 1) for task in batch.tasks]
+    if max(copies) > 1:
+        batch = repeat_targets(batch, torch.tensor(copies))
+    rows, columns = len(batch), max(copies)
     t = stratified_times(rows * columns, config.eps, generator, device).view(rows, columns)
     if config.full_mask:
-        whole = torch.tensor([config.full_mask.get(task, 0.0) for task in batch.tasks], device=device)
+        whole = table.full_mask[batch.task_ids]
         t = torch.where(torch.rand(t.shape, generator=generator, device=device) < whole[:, None], 1.0, t)
     p = mask_probabilities(batch, t, vocab, config)
     target = batch.target_mask
     masked = target & (torch.rand(p.shape, generator=generator, device=device) < p)
     has_condition = batch.condition_mask.any(dim=1)
-    dropout = torch.tensor([config.dropout_of(task) for task in batch.tasks], device=device)
-    dropped = has_condition & (torch.rand(rows, generator=generator, device=device) < dropout)
+    dropped = has_condition & (torch.rand(rows, generator=generator, device=device) < table.dropout[batch.task_ids])
     if config.complementary:
         batch = batch.repeat(2)
         complement = target & ~masked
@@ -179,10 +218,21 @@ def forward_process(batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingCo
     return MaskedBatch(batch, noisy, masked, p, t, dropped)
 
 
+_BIAS_CACHE: dict[tuple[UnifiedVocab, torch.device, torch.dtype], torch.Tensor] = {}
+
+
 def modality_logit_bias(vocab: UnifiedVocab, device: torch.device | str | None = None,
                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(number of modality indices, V): 0 where a target of that modality may take the id, -inf elsewhere (a padded
-    modality, text, may also end with <eos> and <pad>). The special and mask rows allow everything but [MASK]."""
+    modality, text, may also end with <eos> and <pad>). The special and mask rows allow everything but [MASK].
+    Made once per vocabulary, device and dtype (do not modify the returned tensor)."""
+    key = (vocab, torch.device(device or "cpu"), dtype)
+    if key not in _BIAS_CACHE:
+        _BIAS_CACHE[key] = _logit_bias(vocab, key[1], dtype)
+    return _BIAS_CACHE[key]
+
+
+def _logit_bias(vocab: UnifiedVocab, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     bias = torch.zeros(len(vocab.modality_names), vocab.size, dtype=dtype, device=device)
     bias[:, vocab.mask_id] = float("-inf")
     for index, name in enumerate(vocab.modality_names):
@@ -194,74 +244,60 @@ def modality_logit_bias(vocab: UnifiedVocab, device: torch.device | str | None =
 
 
 def ordinal_cross_entropy(logits: torch.Tensor, codes: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(N,) cross entropy of logits (N, K) over ordered codes against a Gaussian around each true code (HL-Gauss):
+    """(...,) cross entropy of logits (..., K) over ordered codes against a Gaussian around each true code (HL-Gauss):
     a near miss costs little, so ordered codes such as action bins learn like a regression, from fewer samples."""
     grid = torch.arange(logits.shape[-1], device=logits.device, dtype=torch.float32)
-    target = torch.softmax(-(grid[None] - codes[:, None].float()) ** 2 / (2 * sigma ** 2), dim=-1)
+    target = torch.softmax(-(grid - codes[..., None].float()) ** 2 / (2 * sigma ** 2), dim=-1)
     return -(target * torch.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
 
 
 def diffusion_loss(logits: torch.Tensor, masked_batch: MaskedBatch, vocab: UnifiedVocab,
-                   task_weights: dict[str, float] | None = None,
+                   task_weights: dict[str, float] | torch.Tensor | None = None,
                    ordinal_sigma: dict[str, float] | None = None) -> DiffusionLoss:
     """ELBO-weighted cross entropy on masked positions, normalised by the number of target tokens.
 
     Logits are restricted to the position's modality (as decoding does), so no probability is spent on ids a
     target can never take. A modality in `ordinal_sigma` (its codes ordered, as action bins) is scored against a
-    Gaussian over neighbouring codes instead of its one true code (`ordinal_cross_entropy`).
+    Gaussian over neighbouring codes instead of its one true code (`ordinal_cross_entropy`). Every position is
+    scored and the unmasked ones weigh 0, so nothing here depends on how many positions are masked. `task_weights`
+    by task name, or a (T,) tensor by task index (`MaskingConfig.tables(device).weight`, no host copy).
     """
     batch = masked_batch.clean
-    target = batch.target_mask
-    num_targets = int(target.sum())
-    if num_targets == 0:
-        raise ValueError("the batch has no target tokens; every sequence needs a target segment.")
-    masked = masked_batch.masked
-    bias = modality_logit_bias(vocab, device=logits.device, dtype=logits.dtype)
-    masked_logits = logits[masked] + bias[batch.modality_ids[masked]]  # (N, V)
-    ce = F.cross_entropy(masked_logits.float(), batch.input_ids[masked], reduction="none")  # (N,)
+    target, masked = batch.target_mask, masked_batch.masked
+    bias = modality_logit_bias(vocab, device=logits.device)
+    restricted = logits.float() + bias[batch.modality_ids]  # (B, L, V)
+    ce = F.cross_entropy(restricted.flatten(0, 1), batch.input_ids.flatten(), reduction="none").view(masked.shape)
     for name, sigma in (ordinal_sigma or {}).items():
         if not vocab.has(name):
             continue
-        where = batch.modality_ids[masked] == vocab.modality_index(name)
-        if bool(where.any()):
-            start, stop = vocab.range_of(name)
-            ce = ce.masked_scatter(where, ordinal_cross_entropy(masked_logits[where, start:stop],
-                                                                batch.input_ids[masked][where] - start, sigma))
-    weight = 1.0 / masked_batch.p_mask[masked]
-    row_weight = torch.tensor([(task_weights or {}).get(task, 1.0) for task in batch.tasks],
-                              dtype=torch.float32, device=logits.device)
-    rows = masked.nonzero()[:, 0]
-    weighted = ce * weight * row_weight[rows]
-    loss = weighted.sum() / num_targets
-
-    per_task: dict[str, float] = {}
+        start, stop = vocab.range_of(name)
+        ordinal = ordinal_cross_entropy(logits[..., start:stop], (batch.input_ids - start).clamp(0, stop - start - 1),
+                                        sigma)
+        ce = torch.where(batch.modality_ids == vocab.modality_index(name), ordinal, ce)
+    # Unmasked positions may hold ids their row's restriction forbids (an infinite cross entropy): select, never
+    # multiply, so they cannot turn the sum into NaN.
+    weighted = torch.where(masked, ce / masked_batch.p_mask.clamp(min=1e-12), 0.0)  # (B, L)
+    names = list(tasks())
+    if isinstance(task_weights, dict):
+        task_weights = torch.tensor([task_weights.get(name, 1.0) for name in names], device=logits.device)
+    per_row = weighted.sum(dim=1)  # (B,)
     targets_per_row = target.sum(dim=1)
-    unweighted = (ce * weight).detach()
-    for task in sorted(set(batch.tasks)):
-        row_is_task = torch.tensor([t == task for t in batch.tasks], device=logits.device)
-        n = int(targets_per_row[row_is_task].sum())
-        if n:
-            per_task[task] = float(unweighted[row_is_task[rows]].sum()) / n
-    return DiffusionLoss(loss, per_task, int(masked.sum()), num_targets)
+    num_targets = targets_per_row.sum()
+    total = (per_row * task_weights[batch.task_ids]).sum() if task_weights is not None else per_row.sum()
+    loss = total / num_targets.clamp(min=1)
+    zeros = torch.zeros(len(names), dtype=torch.float32, device=logits.device)
+    task_loss = zeros.index_add(0, batch.task_ids, per_row.detach())
+    task_targets = zeros.index_add(0, batch.task_ids, targets_per_row.float())
+    return DiffusionLoss(loss, task_loss, task_targets, masked.sum(), num_targets, names)
 
 
 def diffusion_step(model: Any, batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingConfig,
                    generator: torch.Generator | None = None, autocast: torch.dtype | None = None) -> DiffusionLoss:
-    """Forward process, model, ELBO loss on one batch (no backward); `model` is the network or an engine wrapping it."""
+    """Forward process, model, ELBO loss on one batch (no backward); `model` is the network or anything that calls
+    it the same way (a distributed wrapper)."""
     noisy = forward_process(batch, vocab, config, generator)
     device = noisy.input_ids.device
     with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
         logits = model(noisy.input_ids, segment_ids=noisy.clean.segment_ids, position_ids=noisy.clean.position_ids,
                        features=noisy.clean.features).logits
-    return diffusion_loss(logits, noisy, vocab, config.task_weights, config.ordinal_sigma)
-
-
-def train_step(engine: Any, batch: SequenceBatch, vocab: UnifiedVocab, config: MaskingConfig,
-               generator: torch.Generator | None = None, autocast: torch.dtype | None = None
-               ) -> tuple[DiffusionLoss, bool]:
-    """One micro-batch: `diffusion_step`, then `engine.backward(loss)` and `engine.step()` (which steps the optimizer
-    at the accumulation boundary and says whether it did). `engine` is a `unimask.training.engines` engine."""
-    result = diffusion_step(engine, batch, vocab, config, generator, autocast)
-    engine.backward(result.loss)
-    return result, engine.step()
-
+    return diffusion_loss(logits, noisy, vocab, config.tables(device).weight, config.ordinal_sigma)

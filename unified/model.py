@@ -24,9 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .atomic import atomic_write, atomic_write_text, read_json
-from .encoders import build_encoder
+from .encoders import build_encoder, place_encoded
 from .errors import InputError
-from .sequence import CONDITION, PAD_SEGMENT, TARGET, attention_mask_from_segments
+from .sequence import CONDITION, PAD_SEGMENT, TARGET, attention_mask_from_segments, segment_block_mask
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -145,6 +145,7 @@ class Attention(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x, cos, sin, mask, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """`mask` is a bool (B, Lq, Lk) mask for `scaled_dot_product_attention`, or a flex-attention `BlockMask`."""
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
         k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
@@ -154,11 +155,15 @@ class Attention(nn.Module):
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
-        if self.n_kv_heads != self.n_heads:
-            repeat = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None],
-                                           dropout_p=self.dropout if self.training else 0.0)
+        if not isinstance(mask, torch.Tensor):
+            y = torch.nn.attention.flex_attention.flex_attention(q, k, v, block_mask=mask,
+                                                                 enable_gqa=self.n_kv_heads != self.n_heads)
+        else:
+            if self.n_kv_heads != self.n_heads:
+                repeat = self.n_heads // self.n_kv_heads
+                k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None],
+                                               dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim)  # (B, L, H*hd)
         return self.o_proj(y), new_kv
 
@@ -214,6 +219,10 @@ class MaskedDiffusionTransformer(nn.Module):
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(param, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layers))
 
+    # A runtime choice, not architecture: "sdpa" (bool mask) or "flex" (a block mask from the segments; its fused kernel
+    # skips blocks no query sees, fast when compiled on CUDA). Both compute the same attention (tests/test_model.py).
+    attention_kernel: str = "sdpa"
+
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
@@ -239,28 +248,14 @@ class MaskedDiffusionTransformer(nn.Module):
         weight = self.embed_tokens.weight
         weight[start:start + len(features)] = rows.to(device=weight.device, dtype=weight.dtype)
 
-    def _embed(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Token embeddings, with each continuous input's encoder tokens at its placeholder positions (a row holds
-        all of an input's tokens, or none when its condition was dropped)."""
+    def _embed(self, input_ids: torch.Tensor, features: dict[str, torch.Tensor], check: bool) -> torch.Tensor:
+        """Token embeddings, each continuous input's encoder tokens at its placeholder positions."""
         x = self.embed_tokens(input_ids)
         for name, values in features.items():
             if name not in self.encoders:
                 raise ValueError(f"this model has no encoder for the continuous input {name!r}; it has "
                                  f"{sorted(self.encoders)}.")
-            encoder = self.encoders[name]
-            placeholders = input_ids == encoder.config.id  # (B, L)
-            counts = placeholders.sum(dim=1)
-            if bool(((counts != 0) & (counts != encoder.config.tokens)).any()):
-                raise ValueError(f"every row must hold {encoder.config.tokens} {name} placeholders or none, got "
-                                 f"{sorted(set(counts.tolist()))}.")
-            rows = counts > 0
-            if len(values) != len(input_ids):
-                raise ValueError(f"{name} features have {len(values)} rows for a batch of {len(input_ids)}.")
-            if bool(rows.any()):
-                tokens = encoder(values[rows]).to(x.dtype)  # (rows, tokens, d)
-                scattered = torch.zeros_like(x)
-                scattered[placeholders] = tokens.reshape(-1, x.shape[-1])
-                x = torch.where(placeholders[..., None], scattered, x)
+            x = place_encoded(x, input_ids, name, values, self.encoders[name], check)
         return x
 
     @property
@@ -281,9 +276,7 @@ class MaskedDiffusionTransformer(nn.Module):
         output_hidden_states: bool = False,
         features: dict[str, torch.Tensor] | None = None,
     ) -> MaskedDiffusionOutput:
-        """Logits for every position.
-
-        input_ids: (B, L) vocabulary ids. segment_ids: (B, L) 0 pad / 1 condition / 2 target; None means one
+        """Logits for every position. input_ids: (B, L) vocabulary ids. segment_ids: (B, L) 0 pad / 1 condition / 2 target; None means one
         bidirectional target segment (masked by `attention_mask` if that is a (B, L) 0/1 padding mask).
         attention_mask: optional (B, L) padding mask, or a (B, L, Lk) bool mask that overrides the segment rule.
         position_ids: (B, L); None means 0..L-1 after any prefix cache.
@@ -295,7 +288,9 @@ class MaskedDiffusionTransformer(nn.Module):
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"`input_ids` must be a non-empty (batch, length) tensor, got shape {tuple(input_ids.shape)}.")
         B, L = input_ids.shape
-        if int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size:
+        # Checks that read values back wait for the device: skipped in training on an accelerator (the loader checked).
+        check = input_ids.device.type == "cpu" or not self.training
+        if check and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
             raise ValueError(
                 f"`input_ids` must lie in [0, {self.config.vocab_size}), got values in "
                 f"[{int(input_ids.min())}, {int(input_ids.max())}]."
@@ -311,17 +306,19 @@ class MaskedDiffusionTransformer(nn.Module):
             start = prefix_cache.next_position[:, None] if prefix_cache is not None else 0
             position_ids = start + torch.arange(L, device=input_ids.device)[None].expand(B, L)
 
-        if attention_mask is not None and attention_mask.dim() == 3:
-            mask = attention_mask.bool()
-        elif prefix_cache is not None:
+        key_segments = segment_ids
+        if prefix_cache is not None:
             if bool((segment_ids == CONDITION).any()):
                 raise ValueError("with a `prefix_cache`, `input_ids` must hold only target (and padding) positions.")
             key_segments = torch.cat([torch.where(prefix_cache.key_valid, CONDITION, PAD_SEGMENT), segment_ids], 1)
-            mask = attention_mask_from_segments(segment_ids, key_segments, self.config.attention)
+        if attention_mask is not None and attention_mask.dim() == 3:
+            mask = attention_mask.bool()
+        elif self.attention_kernel == "flex" and not (self.training and self.config.dropout):
+            mask = segment_block_mask(segment_ids, key_segments, self.config.attention)
         else:
-            mask = attention_mask_from_segments(segment_ids, segment_ids, self.config.attention)
+            mask = attention_mask_from_segments(segment_ids, key_segments, self.config.attention)
 
-        x = self._embed(input_ids, features or {})  # (B, L, d)
+        x = self._embed(input_ids, features or {}, check)  # (B, L, d)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
         keys, values = [], []
         for i, block in enumerate(self.blocks):

@@ -83,3 +83,9 @@ def get_task(name: str) -> TaskTemplate:
 
 def tasks() -> dict[str, TaskTemplate]:
     return dict(_TASKS)
+
+
+def task_index(name: str) -> int:
+    """The task's position in registration order (its row in per-task tables such as the masking settings)."""
+    get_task(name)
+    return list(_TASKS).index(name)

@@ -67,6 +67,16 @@ class SequenceBatch:
     position_ids: torch.Tensor  # (B, L) long: 0.. over non-pad tokens, so left padding does not shift positions
     tasks: list[str] = field(default_factory=list)
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, ...) per continuous modality
+    # (B,) long: each row's task as `unimask.registry.task_index`, so per-task settings are looked up on the device
+    # without building a tensor from `tasks` (a host-to-device copy, and a synchronisation, every step).
+    task_ids: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.task_ids is None:
+            from .registry import task_index
+
+            self.task_ids = torch.tensor([task_index(task) for task in self.tasks], dtype=torch.long,
+                                         device=self.input_ids.device)
 
     @property
     def target_mask(self) -> torch.Tensor:
@@ -78,12 +88,20 @@ class SequenceBatch:
         """(B, L) bool: the condition payload, what condition dropout and the unconditional branch replace."""
         return self.content_mask & (self.segment_ids == CONDITION)
 
-    def to(self, device: torch.device | str) -> "SequenceBatch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "SequenceBatch":
+        """The batch on `device`; `non_blocking` copies from pinned memory without waiting for the device."""
+        return self._map(lambda value: value.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "SequenceBatch":
+        """The batch in page-locked memory (the DataLoader calls this with `pin_memory=True`)."""
+        return self._map(lambda value: value.pin_memory())
+
+    def _map(self, fn) -> "SequenceBatch":
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in moved.items():
             if isinstance(value, torch.Tensor):
-                moved[name] = value.to(device)
-        moved["features"] = {k: v.to(device) for k, v in self.features.items()}
+                moved[name] = fn(value)
+        moved["features"] = {k: fn(v) for k, v in self.features.items()}
         return SequenceBatch(**moved)
 
     def repeat(self, times: int) -> "SequenceBatch":
@@ -226,7 +244,7 @@ def repeat_targets(batch: SequenceBatch, copies: torch.Tensor) -> SequenceBatch:
         like = getattr(batch, name)
         out[name] = torch.stack([torch.cat([r[name], torch.full((length - len(r[name]),), fill, dtype=like.dtype,
                                                                 device=like.device)]) for r in rows])
-    return SequenceBatch(**out, tasks=list(batch.tasks), features=dict(batch.features))
+    return SequenceBatch(**out, tasks=list(batch.tasks), features=dict(batch.features), task_ids=batch.task_ids)
 
 
 def collate(sequences: Sequence[TokenSequence], pad_id: int, padding_side: str = "right",
@@ -283,3 +301,22 @@ def attention_mask_from_segments(query_segments: torch.Tensor, key_segments: tor
         raise ValueError("target copies (segments > 2) need attention='prefix': with full attention they would see "
                          "each other.")
     return allowed | (q == PAD_SEGMENT)
+
+
+def segment_block_mask(query_segments: torch.Tensor, key_segments: torch.Tensor, mode: str = "prefix") -> Any:
+    """The rule of `attention_mask_from_segments` as a flex-attention `BlockMask` (queries and keys of one batch)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if mode != "prefix" and bool((key_segments > TARGET).any()):
+        raise ValueError("target copies (segments > 2) need attention='prefix': with full attention they would see "
+                         "each other.")
+
+    def allowed(b, h, q, k):
+        query, key = query_segments[b, q], key_segments[b, k]
+        visible = key != PAD_SEGMENT
+        if mode == "prefix":
+            visible = visible & ((key == CONDITION) | (query == key))
+        return visible | (query == PAD_SEGMENT)
+
+    rows, queries = query_segments.shape
+    return create_block_mask(allowed, rows, None, queries, key_segments.shape[1], device=query_segments.device)

@@ -63,6 +63,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--camera", default="front", help="front (default), front-oblique, or a Meta-World camera name")
     p.add_argument("--horizon", type=int, default=8, help="action chunk length H (default 8)")
     p.add_argument("--max-steps", type=int, default=200, help="episode cap (default 200)")
+    p.add_argument("--frame-stride", type=int, default=1,
+                   help="keep one step in N of each episode as a sample (rendering is most of the time: N times "
+                        "the episodes for the same time; default 1)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default 0 = one per CPU core)")
 
     p = sub.add_parser("folder", help="your own captioned images or robot episodes")
@@ -166,8 +169,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         card = write_metaworld(args.out, tasks=args.tasks or MT10_TASKS, train_episodes=args.train_episodes,
                                test_episodes=args.test_episodes, image_size=args.image_size, camera=args.camera,
-                               horizon=args.horizon, max_steps=args.max_steps, workers=args.workers, seed=args.seed,
-                               shard_size=args.shard_size, command=command_line(args))
+                               horizon=args.horizon, max_steps=args.max_steps, frame_stride=args.frame_stride,
+                               workers=args.workers, seed=args.seed, shard_size=args.shard_size,
+                               command=command_line(args))
         rejected = sum(sum(v.values()) for v in card["stats"]["rejected"].values())
         print(f"expert episodes rejected (no success within {args.max_steps} steps): {rejected}")
     elif command == "folder":

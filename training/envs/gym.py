@@ -68,9 +68,16 @@ class MetaWorldEnv(gymnasium.Env):
         self._next_seed = seed
         self._steps = 0
         self._raw: np.ndarray | None = None
+        self._frame: np.ndarray | None = None
+        # Set by a caller that will not look at the next observations' frames (a receding-horizon rollout executing
+        # the inside of a chunk): they then repeat the last frame instead of rendering, which is ~90% of a step's
+        # time. A reset always renders.
+        self.skip_frames = False
 
     def _observation(self) -> dict[str, Any]:
-        return {IMAGE_KEY: self._renderer.render(), STATE_KEY: self._raw[:STATE_DIM].astype(np.float32),
+        if self._frame is None or not self.skip_frames:
+            self._frame = self._renderer.render()
+        return {IMAGE_KEY: self._frame, STATE_KEY: self._raw[:STATE_DIM].astype(np.float32),
                 ENVIRONMENT_STATE_KEY: self._raw.astype(np.float64), INSTRUCTION_KEY: self.instruction}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict[str, Any], dict]:
@@ -80,6 +87,7 @@ class MetaWorldEnv(gymnasium.Env):
         self._next_seed = int(seed) + 1
         self._raw = reset_episode(self._env, int(seed))
         self._steps = 0
+        self._frame = None
         return self._observation(), {"task": self.task, "seed": int(seed), "is_success": False}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict]:

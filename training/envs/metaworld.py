@@ -176,16 +176,19 @@ class Episode:
     actions: np.ndarray  # (T, 4) float32, applied as stored
     states: np.ndarray  # (T, 4) float32: obs[:4] before each action
     success_step: int | None = None  # number of steps taken when success was first reported
+    frame_steps: np.ndarray | None = None  # (K,) the steps `frames` were rendered at (None: every step)
 
 
 def record_episode(task: str, env: Any, policy: Any, renderer: FrameRenderer | None, seed: int,
-                   max_steps: int = 200) -> Episode:
-    """Run the expert for one seeded episode, stopping at the first success or after `max_steps` steps."""
+                   max_steps: int = 200, frame_stride: int = 1, frame_offset: int = 0) -> Episode:
+    """Run the expert for one seeded episode, stopping at the first success or after `max_steps` steps. Frames are
+    rendered at steps `frame_offset, frame_offset + frame_stride, ...` only (rendering is ~90% of an episode's time;
+    the physics and the expert run every step)."""
     obs = reset_episode(env, seed)
     frames, actions, states = [], [], []
     success = False
-    for _ in range(max_steps):
-        if renderer is not None:
+    for t in range(max_steps):
+        if renderer is not None and t % frame_stride == frame_offset % frame_stride:
             frames.append(renderer.render())
         states.append(obs[:STATE_DIM].astype(np.float32))
         action = np.clip(policy.get_action(obs), -1.0, 1.0).astype(np.float32)
@@ -195,8 +198,9 @@ def record_episode(task: str, env: Any, policy: Any, renderer: FrameRenderer | N
             success = True
             break
     empty = np.zeros((0, 1, 1, 3), np.uint8)
+    steps = np.arange(frame_offset % frame_stride, len(actions), frame_stride) if frame_stride > 1 else None
     return Episode(task, seed, success, np.stack(frames) if frames else empty, np.stack(actions),
-                   np.stack(states), len(actions) if success else None)
+                   np.stack(states), len(actions) if success else None, steps)
 
 
 def replay_episode(env: Any, seed: int, actions: np.ndarray) -> tuple[bool, np.ndarray]:

@@ -96,8 +96,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pat
 
     from .judge import ImageJudge
 
+    import torch
+
     data, out = Path(data), Path(out)
-    pipe = UnifiedPipeline.from_pretrained(checkpoint)
+    # Captions and images are decoded in large batches: on a GPU where there is one. Rollouts run in CPU workers.
+    pipe = UnifiedPipeline.from_pretrained(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
     if "caption" in tasks:

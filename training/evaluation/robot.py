@@ -62,6 +62,8 @@ class _Episode:
                 change = float(np.linalg.norm(action - self.last))
                 (self.result.boundary_jumps if new_chunk and index == 0 else self.result.action_changes).append(change)
             self.last = action
+            # Only the frame after a chunk's last action is read (the policy re-plans from it).
+            self.env.skip_frames = not self.record_frames and index < len(actions) - 1
             obs, _, terminated, truncated, _ = self.env.step(action)
             self.obs = obs
             self.result.steps += 1

@@ -59,17 +59,22 @@ def check_episode(frames: np.ndarray, actions: np.ndarray, states: np.ndarray | 
 
 def episode_samples(prefix: str, episode: int, frames: np.ndarray, actions: np.ndarray, states: np.ndarray | None,
                     instructions: Sequence[str], horizon: int, rng: np.random.Generator, split: str,
-                    source: str, extra: dict[str, Any] | None = None) -> Iterator[tuple[dict[str, Any], str]]:
-    """Yield (sample, frame content hash) for every step of one episode."""
+                    source: str, extra: dict[str, Any] | None = None,
+                    steps: Sequence[int] | None = None) -> Iterator[tuple[dict[str, Any], str]]:
+    """Yield (sample, frame content hash) for every step of one episode, or for `steps` only (then `frames` holds
+    one frame per listed step)."""
     if not instructions:
         raise DataError(f"episode {episode} of {prefix} has no instruction; every robot sample needs one.")
     check_key(prefix)
     length = len(actions)
-    for t in range(length):
+    steps = range(length) if steps is None else [int(t) for t in steps]
+    if len(steps) != len(frames):
+        raise DataError(f"episode {episode} of {prefix}: {len(frames)} frames for {len(steps)} sampled steps.")
+    for frame, t in zip(frames, steps):
         chunk, valid = action_chunk(actions, t, horizon)
         meta = {"source": source, "tasks": ["vla"], "split": split, "episode": episode, "step": t,
                 "episode_length": length, "valid_steps": valid, "instructions": list(instructions), **(extra or {})}
-        sample = make_sample(f"{prefix}-e{episode:05d}-t{t:04d}", image=frames[t],
+        sample = make_sample(f"{prefix}-e{episode:05d}-t{t:04d}", image=frame,
                              text=instructions[int(rng.integers(len(instructions)))], actions=chunk,
                              state=None if states is None else np.asarray(states[t], dtype=np.float32), meta=meta)
-        yield sample, content_hash(frames[t])
+        yield sample, content_hash(frame)
