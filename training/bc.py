@@ -169,12 +169,13 @@ def _statistics(demos: Demonstrations) -> dict[str, list[float]]:
             "state_low": states.min(0).tolist(), "state_high": states.max(0).tolist()}
 
 
-def train_bc(dataset: str | Path, out: str | Path, *, steps: int | None = None, minutes: float | None = None,
+def train_bc(dataset: str | Path | Demonstrations, out: str | Path, *, steps: int | None = None,
+             minutes: float | None = None,
              batch_size: int = 64, lr: float = 1e-3, seed: int = 0, threads: int | None = None,
              log_every: int = 200, **config: Any) -> dict[str, Any]:
-    """Train a `BCPolicy` on a dataset's train split until `steps` optimizer steps or `minutes` of training (the
-    first reached; the loading of the data is not counted), save it to `out`; returns what was trained and its
-    time. `threads` torch threads (default: every core this process may use)."""
+    """Train a `BCPolicy` on a dataset's train split (or demonstrations already in memory) until `steps` optimizer
+    steps or `minutes` of training (the first reached; the loading of the data is not counted), save it to `out`;
+    returns what was trained and its time. `threads` torch threads (default: every core this process may use)."""
     if steps is None and minutes is None:
         raise ValueError("give a budget: `steps`, `minutes` or both.")
     if (steps is not None and steps < 1) or (minutes is not None and not minutes > 0):
@@ -182,7 +183,7 @@ def train_bc(dataset: str | Path, out: str | Path, *, steps: int | None = None, 
     torch.manual_seed(seed)
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     load_start = time.perf_counter()
-    demos = load_demonstrations(dataset)
+    demos = dataset if isinstance(dataset, Demonstrations) else load_demonstrations(dataset)
     load_seconds = time.perf_counter() - load_start
     policy = BCPolicy(BCConfig(tasks=demos.task_names, image_size=demos.frames.shape[-1],
                                horizon=demos.chunks.shape[1], action_dim=demos.chunks.shape[2],
