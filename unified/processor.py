@@ -255,7 +255,8 @@ class Processor:
         try:
             settings = SequenceSettings(**(saved.get("sequence") or {}))
         except ConfigError as err:
-            raise ConfigError(f"{directory}: {err} Register the bundle's modalities before loading it.") from None
+            raise ConfigError(f"{directory}: {err} (A bundle with a modality of your own loads once that modality "
+                              "is registered.)") from None
         folders = {}
         for name in saved.get("tokenizers") or ():
             folder = directory / tokenizer_folder(name)
