@@ -14,7 +14,7 @@ closed-loop MT10 success:
     OMP_NUM_THREADS=1 python benchmarks/ablation.py --run runs/quickstart --variants vq,+pixels,+objective,+ranks
     OMP_NUM_THREADS=1 python benchmarks/ablation.py --run runs/quickstart --variants vq --ranks 0   # vq on every core
 
-Results go to RUN/ablation/<variant>/ and RUN/ablation/results.json; the table is printed (README "Ablation").
+Results go to RUN/ablation/<variant>/ and RUN/ablation/results.json; the table is printed (docs/results.md, "Ablation").
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from unimask.demos.app import build_app, example_images
+    from unimask.demos.app import build_app
+    from unimask.training.samples import example_images
     from unimask.pipeline import UnifiedPipeline
 
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""The markdown tables the benchmark scripts print (and the README quotes)."""
+"""The markdown tables the benchmark scripts print (and docs/results.md quotes)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,11 @@
 
 The tab functions are plain Python (`DemoFunctions`) so they can be tested without a browser: each validates its
 inputs, raising `DemoInputError` with a message meant for the user, and otherwise only calls the pipeline (and, for
-the robot tab, the Meta-World environment). `build_app` wires them to widgets and turns those errors into
-`gr.Error` pop-ups. The server binds to 127.0.0.1 unless told otherwise and never sends analytics.
+the robot tab, `gymnasium.make("unimask/MetaWorld-v0")`). `build_app` wires them to widgets and turns those errors
+into `gr.Error` pop-ups. The server binds to 127.0.0.1 unless told otherwise and never sends analytics.
+
+It uses public entry points only (docs/demo.md): `unimask`, `unimask.training.envs`, `unimask.training.plots` and
+`unimask.training.samples`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
+import importlib.util
 import os
 import sys
 import threading
@@ -20,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from unimask.errors import InputError
+from unimask import InputError
 from unimask.training.plots import action_chunk_plot, frame_strip
+from unimask.training.samples import example_images
 
 from .batching import Batcher, DemoBusyError
 
@@ -90,40 +95,16 @@ def _rgb(image: Any, what: str) -> np.ndarray:
     return np.ascontiguousarray(array[..., :3])
 
 
-def _robot_import():
-    try:
-        from unimask.training.evaluation import robot
-    except ImportError as err:
-        raise DemoInputError(f"The robot tab needs Meta-World ({err}); install it with "
-                             "pip install 'unimask[robot]'.") from None
-    return robot
+def _robot_envs():
+    """`unimask.training.envs`, whose import registers the environment, once the robot extra is installed."""
+    from unimask.training import envs
 
-
-def example_images(image_size: int) -> list[tuple[str, np.ndarray]]:
-    """(label, uint8 [S, S, 3]) pictures like the built-in data: held-out digit scans and a rendered shapes scene.
-
-    The digits are the first images of three classes in the digits dataset's default test split (scikit-learn
-    ships the scans; without it only the shapes scene is offered).
-    """
-    from unimask.training.data.writers.shapes import DEFAULT_COLORS, DEFAULT_SHAPES, render_scene, sample_scene
-
-    examples: list[tuple[str, np.ndarray]] = []
-    try:
-        from sklearn.datasets import load_digits
-
-        from unimask.training.data.writers.digits import split_indices, upscale_digit
-    except ImportError:
-        pass
-    else:
-        digits = load_digits()
-        labels = digits.target.astype(int)
-        is_test = split_indices(labels, test_fraction=0.2, seed=0)
-        for label in (3, 7, 0):
-            index = int(np.flatnonzero(is_test & (labels == label))[0])
-            examples.append((f"held-out scan of a {label}", upscale_digit(digits.images[index], image_size)))
-    scene = sample_scene(np.random.default_rng(0), DEFAULT_SHAPES, DEFAULT_COLORS, image_size=image_size)
-    examples.append((scene["caption"], render_scene(scene, image_size)))
-    return examples
+    # find_spec, not import: Meta-World must be imported after the environment has chosen MuJoCo's GL backend.
+    missing = [name for name in ("gymnasium", "metaworld") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DemoInputError(f"The robot tab needs {' and '.join(missing)}; install it with "
+                             "pip install 'unimask[robot]'.")
+    return envs
 
 
 class DemoFunctions:
@@ -191,10 +172,10 @@ class DemoFunctions:
 
     # ----- Robot actions ------------------------------------------------------------------------------------------
     def _check_task(self, task: str):
-        robot = _robot_import()
-        if task not in robot.MT10_TASKS:
-            raise DemoInputError(f"Pick a task from the list ({', '.join(robot.MT10_TASKS)}), got {task!r}.")
-        return robot
+        envs = _robot_envs()
+        if task not in envs.MT10_TASKS:
+            raise DemoInputError(f"Pick a task from the list ({', '.join(envs.MT10_TASKS)}), got {task!r}.")
+        return envs
 
     def actions(self, task: str, seed: int = ROBOT_SEED, observation: Any = None, steps: int = 1):
         """(observation the model saw, chart, table rows [step, *values in real units], info text).
@@ -202,27 +183,28 @@ class DemoFunctions:
         The observation is the task's first frame for `seed`, or the uploaded picture; the instruction (and the
         proprioceptive state, for checkpoints trained with it) always come from the task's episode.
         """
-        self._check_task(task)
+        envs = self._check_task(task)
         seed = _whole("seed", seed, 0, MAX_SEED)
         steps = _whole("steps", steps, 1, self.action_tokens)
         uploaded = None if observation is None else _rgb(observation, "observation")
-        from unimask.training.envs.gym import IMAGE_KEY, INSTRUCTION_KEY, STATE_KEY
-
         obs = self._first_frames(task, seed)
-        image = obs[IMAGE_KEY] if uploaded is None else uploaded
+        image = obs[envs.IMAGE_KEY] if uploaded is None else uploaded
+        instruction = obs[envs.INSTRUCTION_KEY]
         start = time.perf_counter()
-        chunk = self._chunks(steps, (image, obs[INSTRUCTION_KEY], obs[STATE_KEY]))  # (H, D)
+        chunk = self._chunks(steps, (image, instruction, obs[envs.STATE_KEY]))  # (H, D)
         seconds = time.perf_counter() - start
-        plot = action_chunk_plot(chunk, self.action_names, f"{task}: predicted action chunk")
+        plot = action_chunk_plot(chunk, self.action_names, f"{instruction} (predicted chunk)")
         rows = [[t, *(round(float(v), 4) for v in row)] for t, row in enumerate(chunk)]
         source = "the uploaded picture" if uploaded is not None else f"the first frame of seed {seed}"
-        info = f"instruction: {obs[INSTRUCTION_KEY]!r}; observation: {source}; {len(chunk)} actions in {seconds:.2f} s"
+        info = f"instruction: {instruction!r}; observation: {source}; {len(chunk)} actions in {seconds:.2f} s"
         return image, plot, rows, info
 
     def _first_frames_batch(self, task: str, seeds: list[int]) -> list[dict]:
         first = not self._first_frame_envs
         if task not in self._first_frame_envs:
-            self._first_frame_envs[task] = _robot_import().MetaWorldEnv(task, image_size=self.image_size)
+            import gymnasium
+
+            self._first_frame_envs[task] = gymnasium.make(_robot_envs().ENV_ID, task=task, image_size=self.image_size)
         frames = [self._first_frame_envs[task].reset(seed=seed)[0] for seed in seeds]
         if first:  # after the first render set GL up: at exit this runs before the GL tear-down
             atexit.register(_close_all, self._first_frame_envs)
@@ -235,22 +217,37 @@ class DemoFunctions:
 
     def episode(self, task: str, seed: int = ROBOT_SEED, max_steps: int = 60, steps: int = 1):
         """A short closed-loop episode (execute the chunk, re-plan): (frame strip, status text)."""
-        robot = self._check_task(task)
+        envs = self._check_task(task)
         seed = _whole("seed", seed, 0, MAX_SEED)
         max_steps = _whole("max_steps", max_steps, 1, 500)
         steps = _whole("steps", steps, 1, self.action_tokens)
-        from unimask.training.evaluation.suite import PipelinePolicy
+        import gymnasium
 
         with self._lock:
-            env = robot.MetaWorldEnv(task, image_size=self.image_size, max_steps=max_steps)
+            env = gymnasium.make(envs.ENV_ID, task=task, image_size=self.image_size, max_steps=max_steps)
             try:
-                result = robot.rollout(PipelinePolicy(self.pipe, steps=steps)(task), env, seed, record_frames=True)
+                frames, latencies, success = self._run_episode(env, envs, seed, steps)
             finally:
                 env.close()
-        latency = 1000 * float(np.mean(result.chunk_latency_s))
-        status = (f"{'success' if result.success else 'no success'} after {result.steps} steps "
-                  f"({len(result.chunk_latency_s)} chunks, {latency:.0f} ms per chunk)")
-        return frame_strip(result.frames), status
+        status = (f"{'success' if success else 'no success'} after {len(frames) - 1} steps "
+                  f"({len(latencies)} chunks, {1000 * float(np.mean(latencies)):.0f} ms per chunk)")
+        return frame_strip(frames), status
+
+    def _run_episode(self, env, envs, seed: int, steps: int) -> tuple[list[np.ndarray], list[float], bool]:
+        """Decode a chunk from the current observation, execute all of it, repeat until success or the step cap:
+        (every frame from the reset on, seconds per chunk, success)."""
+        obs, _ = env.reset(seed=seed)
+        frames, latencies = [obs[envs.IMAGE_KEY]], []
+        while True:
+            start = time.perf_counter()
+            state = obs[envs.STATE_KEY][None] if self.pipe.uses_state else None
+            chunk = self.pipe.act([obs[envs.IMAGE_KEY]], [obs[envs.INSTRUCTION_KEY]], state=state, steps=steps)[0]
+            latencies.append(time.perf_counter() - start)
+            for action in chunk:
+                obs, _, terminated, truncated, _ = env.step(action)
+                frames.append(obs[envs.IMAGE_KEY])
+                if terminated or truncated:
+                    return frames, latencies, bool(terminated)
 
 
 def _close_all(envs: dict[str, Any]) -> None:
@@ -266,7 +263,7 @@ def build_app(pipeline, examples: bool = True, title: str = "unimask demo", max_
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
 
-    from unimask.training.envs.metaworld import MT10_TASKS
+    from unimask.training.envs import MT10_TASKS
 
     functions = DemoFunctions(pipeline, max_batch=max_batch, max_pending=max_pending)
 
@@ -368,23 +365,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from unimask.bundle import SETTINGS_FILE
-
-    checkpoint = Path(args.checkpoint)
-    if not (checkpoint / SETTINGS_FILE).is_file():
-        print(f"unimask demo: {checkpoint} is not an exported model folder (no {SETTINGS_FILE}). Run `unimask "
-              "quickstart` first, or pass --checkpoint DIR with a folder written by `unimask export`.", file=sys.stderr)
-        return 2
     if not 1 <= args.port <= 65535:
         print(f"unimask demo: --port must be between 1 and 65535, got {args.port}.", file=sys.stderr)
         return 2
-    from unimask.pipeline import UnifiedPipeline
-
     if args.max_batch < 1 or args.max_pending < 1:
         print("unimask demo: --max-batch and --max-pending must be >= 1.", file=sys.stderr)
         return 2
-    app = build_app(UnifiedPipeline.from_pretrained(checkpoint), max_batch=args.max_batch,
-                    max_pending=args.max_pending)
+    from unimask import UnifiedPipeline
+
+    try:
+        pipeline = UnifiedPipeline.from_pretrained(args.checkpoint)
+    except FileNotFoundError as err:
+        print(f"unimask demo: {err} Run `unimask quickstart` first, or pass --checkpoint DIR with a folder written by "
+              "`unimask export`.", file=sys.stderr)
+        return 2
+    app = build_app(pipeline, max_batch=args.max_batch, max_pending=args.max_pending)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"unimask demo: binding to {args.host}: anyone who can reach this machine can use the demo.")
     try:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
+import gymnasium
 import numpy as np
 from PIL import Image
 
 from unimask import UnifiedPipeline
-from unimask.training.envs.gym import IMAGE_KEY, INSTRUCTION_KEY, STATE_KEY, MetaWorldEnv
-from unimask.training.envs.metaworld import MT10_TASKS
+from unimask.training.envs import ENV_ID, IMAGE_KEY, INSTRUCTION_KEY, MT10_TASKS, STATE_KEY
 from unimask.training.plots import action_chunk_plot
 
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> np.ndarray:
 
     pipe = UnifiedPipeline.from_pretrained(args.checkpoint)
     # Render at the checkpoint's image resolution, as the training frames were.
-    env = MetaWorldEnv(args.task, image_size=pipe.image_size or 64)
+    env = gymnasium.make(ENV_ID, task=args.task, image_size=pipe.image_size or 64)
     obs, _ = env.reset(seed=args.seed)
     env.close()
     image = np.asarray(Image.open(args.image).convert("RGB")) if args.image else obs[IMAGE_KEY]
@@ -39,11 +39,12 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     chunk = pipe.act([image], [obs[INSTRUCTION_KEY]], state=state, steps=args.steps)[0]  # (horizon, 4)
 
     names = ["x", "y", "z", "gripper"]  # end-effector displacement and gripper effort
-    print(f"instruction: {obs[INSTRUCTION_KEY]!r}")
+    instruction = obs[INSTRUCTION_KEY]
+    print(f"instruction: {instruction!r}")
     print("step " + "".join(f"{name:>10}" for name in names))
     for t, row in enumerate(chunk):
         print(f"{t:<5}" + "".join(f"{v:>+10.4f}" for v in row))
-    action_chunk_plot(chunk, names, f"{args.task}, seed {args.seed}").save(args.plot)
+    action_chunk_plot(chunk, names, f"{instruction} ({args.task}, seed {args.seed})").save(args.plot)
     print(f"plot: {args.plot}")
     return chunk
 

@@ -467,3 +467,49 @@ def test_self_test_new_top_level_folder_needs_a_layer():
 def test_self_test_long_module_fails():
     modules = synthetic_modules({"unimask.big": "x = 1\n" * (MAX_MODULE_LINES + 1), "unimask.small": "x = 1\n"})
     assert long_modules(modules, MAX_MODULE_LINES) == [f"unimask/big.py: {MAX_MODULE_LINES + 1} lines"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The demos are users of the library: they import the top-level package and the public modules docs/demo.md names
+
+
+DEMO_PACKAGE = "unimask.demos"
+DEMO_PUBLIC_MODULES = {"unimask", "unimask.training.envs", "unimask.training.plots", "unimask.training.samples"}
+
+
+def private_demo_imports(modules: dict[str, ModuleSource]) -> list[str]:
+    """One line per import by a demo module of a unimask module that is neither public nor a demo module."""
+    return [f"{edge.importer} -> {edge.imported}  {edge.path}:{edge.line}" for edge in import_edges(modules)
+            if layer_of(edge.importer)[1] == "demos" and edge.imported not in DEMO_PUBLIC_MODULES
+            and not (edge.imported == DEMO_PACKAGE or edge.imported.startswith(DEMO_PACKAGE + "."))]
+
+
+def test_demos_import_only_public_entry_points(package_modules):
+    problems = private_demo_imports(package_modules)
+    assert not problems, (f"{len(problems)} demo import(s) of a module that is not a public entry point "
+                          f"({sorted(DEMO_PUBLIC_MODULES)}, docs/demo.md):\n" + "\n".join(problems))
+    demo_doc = (REPO_ROOT / "docs" / "demo.md").read_text()
+    for name in sorted(DEMO_PUBLIC_MODULES - {ROOT_PACKAGE}):
+        assert f"`{name}`" in demo_doc, f"docs/demo.md does not name the public module {name}"
+        tree = ast.parse(package_modules[name].source)
+        exported = [node for node in tree.body if isinstance(node, ast.Assign)
+                    and any(isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets)]
+        assert exported, f"{package_modules[name].path} has no __all__: a public module lists what it exports"
+
+
+def test_self_test_private_demo_imports_fail():
+    sources = {key: value for key, value in CLEAN_SOURCES.items() if key != "unimask.demos.plots"}
+    sources["unimask.registry"] = ""
+    sources["unimask.training.envs.__init__"] = ""
+    sources["unimask.training.evaluation.robot"] = ""
+    sources["unimask.demos.app"] = ("from unimask import Model\n"  # a name of the top-level package: public
+                                    "from unimask.training import envs\n"  # a public module
+                                    "from .batching import Batcher\n"  # the demos' own module
+                                    "from unimask import registry\n"  # a core module, not the package
+                                    "def robot():\n"
+                                    "    from unimask.training.evaluation import robot\n")  # lazy, still private
+    sources["unimask.demos.batching"] = ""
+    assert private_demo_imports(synthetic_modules(sources)) == [
+        "unimask.demos.app -> unimask.registry  unimask/demos/app.py:4",
+        "unimask.demos.app -> unimask.training.evaluation.robot  unimask/demos/app.py:6",
+    ]

@@ -54,3 +54,23 @@ def test_mismatched_parts_refuse_to_load(tmp_path):
     (tmp_path / "vocab.json").unlink()
     with pytest.raises(FileNotFoundError, match="has no vocab.json"):
         load_bundle(tmp_path)
+
+
+def test_the_bundle_saves_the_sequence_settings_of_its_own_modalities(tmp_path):
+    from unimask.config import ConfigError
+
+    tokenizer = train_text_tokenizer(["pick up the cube", "open the drawer"], vocab_size=270)
+    processor = Processor({"text": tokenizer}, SequenceSettings(caption_length=12, action_horizon=2))
+    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=processor.vocab.size, d_model=32, n_layers=1,
+                                                             n_heads=2))
+    Bundle(model, processor).save(tmp_path)
+    saved = json.loads((tmp_path / "unimask.json").read_text())["sequence"]
+    # A text-only model: the action settings mean nothing to it and are not written.
+    assert saved == {"caption_length": 12, "max_condition_text": 64, "conditions": None}
+    assert load_bundle(tmp_path).processor.settings.caption_length == 12
+
+    settings = json.loads((tmp_path / "unimask.json").read_text())
+    settings["sequence"]["signal_length"] = 6  # written by a process that had registered such a modality
+    (tmp_path / "unimask.json").write_text(json.dumps(settings))
+    with pytest.raises(ConfigError, match="unknown config key sequence.signal_length.*once that modality is registered"):
+        load_bundle(tmp_path)

@@ -41,3 +41,37 @@ def test_wrong_type_names_path(tmp_path):
         load_config(path, Run)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml", Run)
+
+
+def test_a_setting_checks_type_and_range_and_names_its_dotted_key():
+    from unimask.config import Setting
+
+    length = Setting("signal_length", int, 4, "values per signal", minimum=1, maximum=64)
+    assert length.validate(64, "sequence") == 64
+    with pytest.raises(ConfigError, match=r"sequence\.signal_length must be >= 1 \(values per signal\), got 0\."):
+        length.validate(0, "sequence")
+    with pytest.raises(ConfigError, match=r"sequence\.signal_length must be <= 64 \(values per signal\), got 65\."):
+        length.validate(65, "sequence")
+    with pytest.raises(ConfigError, match=r"sequence\.signal_length must be of type int, got 'long'"):
+        length.validate("long", "sequence")
+    with pytest.raises(ConfigError, match=r"sequence\.signal_length must be set"):
+        length.validate(None, "sequence")
+    assert Setting("codes", int | None, None, "codes per chunk", minimum=1).validate(None, "sequence") is None
+
+
+def test_sequence_settings_keep_their_yaml_keys_and_round_trip(tmp_path):
+    from pathlib import Path
+
+    from unimask.training.train_config import TrainConfig
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
+    cfg = load_config(tiny, TrainConfig, ["sequence.action_length=12"])
+    assert (cfg.sequence.caption_length, cfg.sequence.max_condition_text, cfg.sequence.action_horizon,
+            cfg.sequence.action_dim, cfg.sequence.action_length) == (24, 24, 8, 4, 12)
+    save_config(cfg, tmp_path / "out.yaml")
+    assert "caption_length: 24" in (tmp_path / "out.yaml").read_text()
+    assert load_config(tmp_path / "out.yaml", TrainConfig) == cfg
+    with pytest.raises(ConfigError, match=r"sequence\.action_horizon must be >= 1 \(actions per chunk\), got 0"):
+        load_config(tiny, TrainConfig, ["sequence.action_horizon=0"])
+    with pytest.raises(ConfigError, match=r"unknown config key sequence\.horizon;.*action_horizon"):
+        load_config(tiny, TrainConfig, ["sequence.horizon=8"])

@@ -1,6 +1,7 @@
 """Adding a modality touches no package file (docs/architecture.md, "Adding a modality"): a toy 1-D integer signal
-with its own tokenizer, decoding scheduler and task template is defined here, registered, written to shards with the
-normal writer, trained through the normal loader and training step, exported, and decoded by the pipeline."""
+with its own tokenizer, decoding scheduler, task template and length setting (`sequence.signal_length`) is defined
+here, registered, written to shards with the normal writer, trained through the normal loader and training step,
+exported, and decoded by the pipeline."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import torch
 
 pytest.importorskip("webdataset")
 
-from unimask import Modality, Segment, TaskTemplate, UnifiedPipeline, registry, schedulers  # noqa: E402
+from unimask import Modality, Segment, Setting, TaskTemplate, UnifiedPipeline, registry, schedulers  # noqa: E402
+from unimask.config import ConfigError  # noqa: E402
 from unimask.modality import decode_npy  # noqa: E402
+from unimask.processor import SequenceSettings  # noqa: E402
 from unimask.schedulers.base import FixedStepScheduler, SchedulerOutput  # noqa: E402
 
 LENGTH, LEVELS = 6, 12
@@ -26,23 +29,20 @@ def signal_of(k: int) -> np.ndarray:
 
 
 class SignalTokenizer:
-    """Integer levels are their own codes; the tokenizer only checks and remembers the range."""
+    """Integer levels are their own codes; the tokenizer only checks and remembers the range. How many values a signal
+    has is the modality's `signal_length` setting, not the tokenizer's."""
 
-    def __init__(self, levels: int = LEVELS, length: int = LENGTH):
-        self.levels, self.length = levels, length
+    def __init__(self, levels: int = LEVELS):
+        self.levels = levels
 
     @property
     def vocab_size(self) -> int:
         return self.levels
 
-    @property
-    def num_tokens(self) -> int:
-        return self.length
-
     def encode(self, signal) -> np.ndarray:
         signal = np.asarray(signal, dtype=np.int64)
-        if signal.shape != (self.length,) or signal.min() < 0 or signal.max() >= self.levels:
-            raise ValueError(f"a signal is {self.length} integers in [0, {self.levels}), got {signal}.")
+        if signal.ndim != 1 or signal.min() < 0 or signal.max() >= self.levels:
+            raise ValueError(f"a signal is a 1-D array of integers in [0, {self.levels}), got {signal}.")
         return signal
 
     def decode(self, codes) -> np.ndarray:
@@ -50,7 +50,7 @@ class SignalTokenizer:
 
     def save_pretrained(self, directory) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / "signal.json").write_text(json.dumps({"levels": self.levels, "length": self.length}))
+        (Path(directory) / "signal.json").write_text(json.dumps({"levels": self.levels}))
 
     @classmethod
     def from_pretrained(cls, directory) -> "SignalTokenizer":
@@ -82,9 +82,20 @@ class SignalModality(Modality):
     codes_key = "signal_codes.npy"
     scheduler = "left-to-right"
     delimiters = ("sos", "eos_signal")  # new special tokens: the vocabulary adds them after the built-in ones
+    sequence_settings = (Setting("signal_length", int, 4, "values per signal", minimum=1, maximum=64),)
 
     def load_tokenizer(self, directory) -> SignalTokenizer:
         return SignalTokenizer.from_pretrained(directory)
+
+    def num_tokens(self, tokenizer, settings) -> int:
+        return settings.signal_length
+
+    def encode(self, tokenizer, values, settings) -> list[np.ndarray]:
+        codes = super().encode(tokenizer, values, settings)
+        wrong = [len(c) for c in codes if len(c) != settings.signal_length]
+        if wrong:
+            raise ValueError(f"signals have {wrong[0]} values but sequence.signal_length is {settings.signal_length}.")
+        return codes
 
     def read(self, raw, meta) -> np.ndarray:
         return decode_npy(raw["signal.npy"])
@@ -120,7 +131,7 @@ def test_a_modality_defined_outside_the_package_trains_exports_and_decodes(toy, 
     config = from_dict(TrainConfig, {
         "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 32},
         "tokenizers": {"text": str(tmp_path / "text"), "signal": str(tmp_path / "signal")},
-        "sequence": {"max_condition_text": 8},
+        "sequence": {"max_condition_text": 8, "signal_length": LENGTH},
         "data": {"streams": [{"dataset": str(tmp_path / "toy"), "task": "t2s"}], "batch_size": 32, "shuffle_buffer": 64},
         "masking": {"p_uncond": 0.0},
         "optim": {"lr": 3e-3, "warmup": 10},
@@ -140,3 +151,16 @@ def test_a_modality_defined_outside_the_package_trains_exports_and_decodes(toy, 
     assert signals.shape == (10, LENGTH) and signals.dtype == np.int64
     right = np.mean([np.array_equal(s, signal_of(k)) for k, s in enumerate(signals)])
     assert right >= 0.8, (right, signals)
+
+
+def test_the_toy_modality_s_setting_is_validated_with_its_dotted_key(toy):
+    assert SequenceSettings(signal_length=LENGTH).signal_length == LENGTH
+    assert SequenceSettings().signal_length == 4  # the declared default
+    with pytest.raises(ConfigError, match=r"sequence\.signal_length must be <= 64 \(values per signal\), got 65"):
+        SequenceSettings(signal_length=65)
+    with pytest.raises(ConfigError, match=r"unknown config key sequence\.signal_lenght;.* signal_length"):
+        SequenceSettings(signal_lenght=LENGTH)
+    registry.register_modality(type("EchoModality", (SignalModality,), {"name": "echo"})())
+    with pytest.raises(ValueError, match="modality 'echo' declares sequence.signal_length, which modality 'signal' "
+                                         "declares too"):
+        SequenceSettings()

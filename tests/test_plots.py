@@ -5,8 +5,8 @@ import threading
 import numpy as np
 import pytest
 
-from unimask.training.plots import (action_chunk_plot, action_comparison_figure, action_comparison_plot, frame_strip,
-                                    loss_plot)
+from unimask.training.plots import (action_chunk_plot, action_comparison_figure, action_comparison_plot,
+                                    captioned_grid, frame_strip, loss_plot)
 
 # matplotlib's default colour cycle (tab10): the first four series of every chart.
 BLUE, ORANGE, GREEN, RED = (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)
@@ -111,3 +111,45 @@ def test_frame_strip_picks_evenly_spaced_frames_first_and_last_included():
     assert scaled.shape == (12, 24, 3) and scaled[0, ::12, 0].tolist() == [0, 24]
     with pytest.raises(ValueError, match="`frames` is empty"):
         frame_strip([])
+
+
+LONG_INSTRUCTION = "pick up the puck and place it on the red target marker at the far end of the table, then let go"
+
+
+def title_band_touches_an_edge(image, band: int) -> bool:
+    """Whether dark (text) pixels of the top `band` rows reach the left or right 3 pixels: a title cut by the edge."""
+    dark = np.asarray(image.convert("L"))[:band] < 128
+    return bool(dark[:, :3].any() or dark[:, -3:].any())
+
+
+def test_a_long_instruction_title_wraps_inside_the_picture():
+    chunk_plot = action_chunk_plot(CHUNK, NAMES, f"{LONG_INSTRUCTION} (predicted chunk)")
+    comparison = action_comparison_plot(CHUNK, CHUNK, NAMES, f"model vs expert: {LONG_INSTRUCTION}")
+    assert not title_band_touches_an_edge(chunk_plot, 60) and not title_band_touches_an_edge(comparison, 60)
+    figure = action_comparison_figure(CHUNK, CHUNK, NAMES, f"model vs expert: {LONG_INSTRUCTION}")
+    assert figure.get_suptitle().count("\n") >= 1  # wrapped, every word kept
+    assert figure.get_suptitle().replace("\n", " ") == f"model vs expert: {LONG_INSTRUCTION}"
+
+
+def test_captioned_grid_puts_each_caption_beneath_its_image():
+    images = [np.full((8, 8, 3), rgb, np.uint8) for rgb in (RED, GREEN, BLUE)]
+    captions = ["a red square", "green", "a long caption that has to wrap over several lines of its cell"]
+    grid = captioned_grid(images, captions, columns=2, cell=64)
+    gap = 8
+    assert grid.size[0] == 2 * (64 + gap) + gap  # two columns; the third image starts the second row
+    dark = np.asarray(grid.convert("L")) < 100
+    boxes = []
+    for rgb in (RED, GREEN, BLUE):
+        rows, columns = np.nonzero(pixels_of(grid, rgb))
+        assert np.ptp(rows) + 1 == 64 and np.ptp(columns) + 1 == 64, rgb  # scaled to the cell, nearest neighbour
+        boxes.append((rows.min(), rows.max(), columns.min(), columns.max()))
+    for top, bottom, left, right in boxes:
+        assert dark[bottom + 1:bottom + 20, left:right + 1].any()  # the caption's first line, right beneath
+        assert not dark[max(0, top - gap):top, left:right + 1].any()  # nothing written above the picture
+    blue_top, blue_bottom, blue_left, blue_right = boxes[2]
+    assert blue_top > boxes[0][1] + 20  # the second row starts below the first row's captions
+    below_blue = np.nonzero(dark[blue_bottom + 1:])
+    assert np.ptp(below_blue[0]) > 20  # wrapped onto several lines
+    assert blue_left - gap <= below_blue[1].min() and below_blue[1].max() <= blue_right + gap  # inside its cell
+    with pytest.raises(ValueError, match="one caption per image"):
+        captioned_grid(images, captions[:2])

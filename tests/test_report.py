@@ -32,8 +32,27 @@ def test_report_has_results_captions_and_non_blank_pictures(tmp_path):
     text = report.read_text()
     assert "| caption | digits | digit_accuracy | 0.250 | 4 |" in text
     assert "| the digit 1 | the digit 7 |" in text and "| train | 12 |" in text
-    for name in ("loss.png", "denoise_digit.png", "denoise_shapes.png", "actions.png", "episode.png"):
+    for name in ("hero.png", "loss.png", "denoise_digit.png", "denoise_shapes.png", "actions.png", "episode.png"):
         assert f"](pictures/{name})" in text
         assert np.asarray(Image.open(out / "pictures" / name).convert("L")).std() > 5, name
     assert Image.open(out / "pictures" / "actions.png").height == 4 * 150  # one panel per action dimension
     assert json.loads((out / "report.json").read_text())["results"]["caption"]["n"] == 4
+
+
+def test_report_command_draws_the_pictures_again_and_copies_the_hero(tmp_path, capsys):
+    from unimask.cli import main
+
+    out = tmp_path / "run"
+    assert main(["report", "--run", str(out)]) == 2 and "has no exported model" in capsys.readouterr().err
+    make_tiny_bundle(out / "model", image_size=64, state_dim=4)
+    write_metaworld(out / "data" / "mt10", tasks=["drawer-open-v3"], train_episodes=1, test_episodes=1, horizon=2,
+                    workers=1, progress=False)
+    hero = tmp_path / "docs" / "images" / "hero.png"
+
+    assert main(["report", "--run", str(out), "--hero", str(hero)]) == 0
+
+    assert not (out / "report.md").exists() and "report.md is left as it is" in capsys.readouterr().out
+    assert hero.read_bytes() == (out / "pictures" / "hero.png").read_bytes()
+    # Two rows of five cells (text to image, then captions), each a 128-pixel picture above its text.
+    width, height = Image.open(hero).size
+    assert width == 5 * (128 + 8) + 8 and height > 2 * (128 + 30)

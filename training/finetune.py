@@ -17,7 +17,7 @@ bundle's fitted range are clipped (and warned about) like any out-of-range actio
 from __future__ import annotations
 
 import json
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 
 from unimask.atomic import read_json
 from unimask.bundle import SETTINGS_FILE
+from unimask.config import to_dict
 from unimask.model import CONFIG_FILE, MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.processor import SequenceSettings, tokenizer_folder
 from unimask.registry import get_modality
@@ -35,13 +36,11 @@ _ADAPTER = "default"
 
 def _conflicts(section: str, given: Any, default: Any, bundle: Any, skip: tuple[str, ...] = ()) -> list[str]:
     """Keys the config set to something other than both the default and the bundle's value."""
+    given, default, bundle = (to_dict(values) for values in (given, default, bundle))
     out = []
-    for f in fields(given):
-        if f.name in skip:
-            continue
-        value = getattr(given, f.name)
-        if value != getattr(default, f.name) and value != getattr(bundle, f.name):
-            out.append(f"{section}.{f.name} = {value!r} (the bundle's: {getattr(bundle, f.name)!r})")
+    for name, value in given.items():
+        if name not in skip and value != default[name] and value != bundle[name]:
+            out.append(f"{section}.{name} = {value!r} (the bundle's: {bundle[name]!r})")
     return out
 
 

@@ -1,7 +1,8 @@
 """`unimask train` and `unimask export`, and where training runs: one process, or one data-parallel rank per CPU core.
 
 A CPU machine trains fastest with one single-threaded rank per core (torch DDP over gloo, each rank on its own share
-of the data; two-thread torch on one process is slower on the 2-core machines this was measured on, see the README).
+of the data; two-thread torch on one process is slower on the 2-core machines this was measured on, see
+docs/results.md, "Ablation").
 `train.ranks` says how many ranks to start here: 1 (one process, the default), N, or 0 (one per available core).
 A process started by a launcher (`torchrun`, `deepspeed`: it has RANK set) or a machine with GPUs is left alone:
 the launcher decides there.

@@ -1,4 +1,5 @@
 """Every chart unimask draws, for the quickstart report and the demo alike: matplotlib figures returned as PIL images.
+A public module (`__all__`): scripts and demos draw with the same functions.
 
 Figures are built on `matplotlib.figure.Figure` with an Agg canvas, never through pyplot: pyplot keeps a global
 registry of open figures, which leaks memory in a long-running server and is not safe from its worker threads.
@@ -21,6 +22,9 @@ try:
 except ImportError as error:  # matplotlib comes with the extras that draw, not with the core install
     raise ImportError("unimask's charts need matplotlib: pip install 'unimask[eval]' (or 'unimask[demo]').") from error
 
+__all__ = ["action_chunk_plot", "action_comparison_figure", "action_comparison_plot", "captioned_grid", "frame_strip",
+           "loss_plot", "sample_grid"]
+
 DPI = 100  # at 100 dots per inch a figure of w x h pixels is w/100 x h/100 inches
 
 
@@ -33,7 +37,7 @@ def action_chunk_plot(chunk: np.ndarray, names: Sequence[str], title: str,
     for d, name in enumerate(names):
         axes.plot(np.arange(len(chunk)), chunk[:, d], marker="o", label=name)
     _label_chunk_axes(axes, len(chunk), ylabel="action (real units)")
-    axes.set_title(title)
+    axes.set_title(_fit_title(title, size[0] * 0.75))  # the legend takes the right quarter
     # Outside the axes: a legend inside would hide the points of a short chunk.
     axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     return _image(figure)
@@ -60,7 +64,7 @@ def action_comparison_figure(expert: np.ndarray, predicted: np.ndarray, names: S
         _label_chunk_axes(axes, len(expert), ylabel=f"{name}\n(real units)")
         axes.label_outer()  # the shared x axis is labelled once, under the last panel
     panels[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    figure.suptitle(title)
+    figure.suptitle(_fit_title(title, panel_size[0]))
     return figure
 
 
@@ -144,6 +148,45 @@ def sample_grid(images: Sequence[np.ndarray | None], texts: Sequence[str], chunk
         plot.set_ylabel("action", fontsize=6)
         plot.tick_params(labelsize=5)
     return _image(figure)
+
+
+def captioned_grid(images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 8, cell: int = 128,
+                   font_size: float = 8.0) -> Image.Image:
+    """Pictures in a grid, each with its caption beneath: generated images under their prompts, or held-out
+    pictures over the captions written for them. Images (uint8 [H, W, 3]) are scaled to `cell` pixels wide with
+    nearest-neighbour sampling, so every generated pixel stays visible; captions wrap to the cell's width."""
+    if not len(images) or len(images) != len(captions):
+        raise ValueError(f"give one caption per image and at least one image, got {len(images)} images and "
+                         f"{len(captions)} captions.")
+    if columns < 1 or cell < 16:
+        raise ValueError(f"`columns` must be >= 1 and `cell` >= 16 pixels, got {columns} and {cell}.")
+    columns = min(columns, len(images))
+    pictures = [Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB") for image in images]
+    pictures = [p.resize((cell, max(1, round(p.height * cell / p.width))), Image.NEAREST) for p in pictures]
+    text_px = font_size * DPI / 72
+    wrapped = [textwrap.fill(caption, max(8, int(cell / (0.6 * text_px)))) for caption in captions]
+    gap, picture_height = 8, max(p.height for p in pictures)
+    text_height = int(np.ceil(max(w.count("\n") + 1 for w in wrapped) * 1.3 * text_px)) + gap
+    rows = -(-len(pictures) // columns)
+    row_height = picture_height + text_height + gap
+    canvas = np.full((rows * row_height + gap, columns * (cell + gap) + gap, 3), 255, np.uint8)  # (H, W, 3)
+    figure = Figure(figsize=(canvas.shape[1] / DPI, canvas.shape[0] / DPI), dpi=DPI)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0, 0, 1, 1))  # one axes over the whole figure: data coordinates are pixels
+    for i, (picture, text) in enumerate(zip(pictures, wrapped)):
+        row, column = divmod(i, columns)
+        top, left = gap + row * row_height, gap + column * (cell + gap)
+        canvas[top:top + picture.height, left:left + cell] = np.asarray(picture)
+        axes.text(left + cell / 2, top + picture_height + gap / 2, text, ha="center", va="top", fontsize=font_size)
+    axes.imshow(canvas, interpolation="nearest", aspect="auto")
+    axes.set_axis_off()
+    return _image(figure)
+
+
+def _fit_title(title: str, width_px: float, font_pt: float = 12.0) -> str:
+    """`title` wrapped onto lines that fit `width_px` at matplotlib's default title size: a long instruction would
+    otherwise run past both edges of the figure and be cut."""
+    return textwrap.fill(title, max(12, int(width_px / (0.6 * font_pt * DPI / 72))))
 
 
 def _action_array(values: np.ndarray, label: str, names: Sequence[str]) -> np.ndarray:

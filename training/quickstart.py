@@ -111,7 +111,7 @@ def _fit_action_tokenizers(mt10: Path, out: Path) -> dict[str, Any]:
 # target of text to image. Guidance is used by text to image only, so only t2i rows train the unconditional branch.
 # Decoding starts from a fully masked target, and robot chunks are decoded in two steps: half of the action targets
 # (and a share of the captions) are masked whole. Action bins are ordered: they learn from a Gaussian target over
-# neighbouring bins (README "Conditioning that learns" measures each of these).
+# neighbouring bins (docs/results.md measures each of these: ablation, robot-policy proxy, conditioning).
 CONDITIONS = {"i2t": {"image": ["pixels"]}, "vla": {"image": ["pixels"]}}
 MASKING = {"p_uncond": 0.1, "condition_dropout": {"i2t": 0.0, "vla": 0.0},
            "full_mask": {"vla": 0.5, "i2t": 0.3}, "ordinal_sigma": {"action": 2.0}}

@@ -9,6 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __version__ = "0.1.0"
 
+from .config import Setting  # noqa: E402
 from .errors import InputError, InputTypeError  # noqa: E402
 from .modality import Modality, Segment, TaskTemplate, VocabError  # noqa: E402
 from .model import MaskedDiffusionConfig, MaskedDiffusionOutput, MaskedDiffusionTransformer, PrefixCache  # noqa: E402
@@ -27,6 +28,7 @@ __all__ = [
     "Segment",
     "SequenceBatch",
     "SequenceBuilder",
+    "Setting",
     "TaskTemplate",
     "TokenSequence",
     "UnifiedPipeline",

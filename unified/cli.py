@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "unimask.training.launch",
     "unimask.training.evaluation.cli",
     "unimask.training.quickstart",
+    "unimask.training.report",
     "unimask.demos.app",
 ]
 

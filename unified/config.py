@@ -2,10 +2,15 @@
 
 Every key must name a dataclass field: an unknown key raises `ConfigError` with its dotted path, so a typo never
 turns into a silently ignored setting. Command-line overrides use the same dotted paths (`train.lr=3e-4`).
+
+A section whose keys are declared at run time rather than by a dataclass (the `sequence:` settings, which each
+registered modality declares as `Setting`s) is a class with `from_config(mapping)` and `to_config()`; the parser
+calls the one and `to_dict` the other.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -41,6 +46,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if value is None:
         return None
     tp = _strip_optional(tp)
+    if isinstance(tp, type) and hasattr(tp, "from_config"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}.")
+        return tp.from_config(value)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path} must be a mapping of {tp.__name__} fields, got {value!r}.")
@@ -92,9 +101,47 @@ def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
         raise ConfigError(f"{path or cls.__name__}: {err}") from None
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    """The plain-dict form of a config dataclass (what `save_config` writes)."""
-    return dataclasses.asdict(config)
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One declared config key: its type, default, allowed range and meaning, validated with its dotted path.
+
+    Modalities declare their sequence settings this way (`Modality.sequence_settings`), so a new modality brings its
+    own lengths and shapes without a field added to a package class."""
+
+    name: str  # the key, e.g. "caption_length" under `sequence:`
+    type: Any  # int, float, str, bool or a typed list/dict, optionally `| None`
+    default: Any  # the value when a config leaves the key out
+    doc: str  # what the value means, shown in error messages
+    minimum: float | None = None  # smallest allowed value (None: unbounded)
+    maximum: float | None = None  # largest allowed value (None: unbounded)
+
+    def validate(self, value: Any, section: str) -> Any:
+        """`value` converted to the declared type, or `ConfigError` naming `section.name`, the bound and the doc."""
+        path = f"{section}.{self.name}"
+        value = _convert(value, self.type, path)
+        if value is None:
+            if _strip_optional(self.type) is self.type:
+                raise ConfigError(f"{path} must be set ({self.doc}); leave it out for the default {self.default!r}.")
+            return None
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{path} must be >= {self.minimum} ({self.doc}), got {value!r}.")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(f"{path} must be <= {self.maximum} ({self.doc}), got {value!r}.")
+        return value
+
+
+def to_dict(config: Any) -> Any:
+    """The plain form of a config dataclass (what `save_config` writes): nested dataclasses and `to_config()`
+    sections become dicts, lists and tuples keep their type."""
+    if hasattr(config, "to_config"):
+        return config.to_config()
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return type(config)(to_dict(item) for item in config)
+    if isinstance(config, dict):
+        return {key: to_dict(value) for key, value in config.items()}
+    return copy.deepcopy(config)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """What a modality is: the base class every kind of token payload subclasses, and the task-template data.
 
-This module is the leaf of the package: it imports nothing from unimask, so `unimask.tokenizers` (which defines the
-built-in modalities beside their tokenizers) can import it without importing the core. `unimask.registry` holds the
+This module is in the leaf layer of the package: it imports only the other leaf modules (`errors`, `config`), so
+`unimask.tokenizers` (which defines the built-in modalities beside their tokenizers) can import it without importing
+the core. `unimask.registry` holds the
 registered instances; everything else asks the registry and never lists modalities itself.
 
 A modality says, in one place:
@@ -13,7 +14,9 @@ A modality says, in one place:
 - the shard entries it reads (`raw_keys`, and `codes_key` for pre-tokenized codes) and how a value is read from
   them (`read`);
 - how it is embedded: discrete codes through the embedding table, or (`continuous = True`) by an encoder inside the
-  model, fed at placeholder positions.
+  model, fed at placeholder positions;
+- the lengths and shapes it needs (`sequence_settings`): each a `Setting` with a type, default, range and meaning,
+  read as `sequence.<name>` from configs and bundles and reached as `settings.<name>` by its own methods.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .config import Setting
 from .errors import InputError
 
 # Special token strings, in id order (the vocabulary's special range starts with these; tasks may add more after).
@@ -86,6 +90,7 @@ class Modality:
     padded: bool = False  # variable-length payload: a target is padded with <eos> then <pad> to a fixed length
     continuous: bool = False  # True: embedded by an encoder in the model at placeholder positions, not by codes
     choices: tuple[str, ...] = ()  # ways a data stream may pick among a sample's variants (text: paraphrases)
+    sequence_settings: tuple[Setting, ...] = ()  # its `sequence.<name>` keys; names are unique across modalities
 
     # ----- tokenizer ------------------------------------------------------------------------------------------------
     def load_tokenizer(self, directory: Any) -> Any:

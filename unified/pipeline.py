@@ -280,7 +280,7 @@ class UnifiedPipeline:
             **scheduler_options: Any):
         """Action chunks [B, H, D] in real units for observations (frames) and instructions (+ state [B, S] when
         the checkpoint was trained with state tokens). One decoding step by default: it had the lowest action error
-        and the highest closed-loop success of 1-8 steps (README, "Choosing how to decode").
+        and the highest closed-loop success of 1-8 steps (docs/results.md, "Choosing how to decode actions").
 
         `executed` [B, d, D] (1 <= d < H) are the actions the robot will still execute from its previous chunk
         while this one is computed (real-time chunking): they are frozen as the first d actions of the new chunk and

@@ -11,35 +11,79 @@ pipeline) alike, so the two cannot drift apart; it saves and loads with the bund
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import copy
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from .config import ConfigError, Setting
 from .modality import SPECIAL_TOKENS, TaskTemplate, VocabError, special_token
 from .registry import get_modality, get_task, modalities, tasks
 from .sequence import SequenceBuilder, SequenceError, TokenSequence
 from .vocab import UnifiedVocab
 
 
-@dataclass
-class SequenceSettings:
-    caption_length: int = 32  # fixed length of a text target (text + <eos> + <pad>s)
-    max_condition_text: int = 64  # longest prompt/instruction in tokens
-    action_horizon: int = 8  # action steps per chunk
-    action_dim: int = 4  # action dimensions
-    action_length: int | None = None  # codes per action chunk for tokenizers whose codes vary in number (FAST)
-    conditions: dict[str, dict[str, list[str]]] | None = None  # per task: a condition modality read as others
+# The one sequence setting that belongs to no modality: how task templates read their conditions.
+CONDITIONS = Setting("conditions", dict[str, dict[str, list[str]]] | None, None,
+                     "per task, a condition modality read as other modalities, e.g. {vla: {image: [pixels]}}")
 
-    def __post_init__(self) -> None:
-        for name in ("caption_length", "max_condition_text", "action_horizon", "action_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"sequence.{name} must be an integer >= 1, got {value!r}.")
-        if self.caption_length < 2:
-            raise ValueError(f"sequence.caption_length must be >= 2 (one token and <eos>), got {self.caption_length}.")
+
+def declared_settings() -> dict[str, Setting]:
+    """Every key the `sequence:` section accepts: each registered modality's `sequence_settings`, and `conditions`."""
+    declared: dict[str, Setting] = {}
+    owners = {CONDITIONS.name: "the processor"}
+    for modality in modalities().values():
+        for setting in modality.sequence_settings:
+            if setting.name in owners:
+                raise ValueError(f"modality {modality.name!r} declares sequence.{setting.name}, which "
+                                 f"{owners[setting.name]} declares too; rename one of them.")
+            declared[setting.name], owners[setting.name] = setting, f"modality {modality.name!r}"
+    return {**declared, CONDITIONS.name: CONDITIONS}
+
+
+class SequenceSettings:
+    """The `sequence:` section: lengths and shapes, each declared by the modality that needs it (`Setting`), plus
+    `conditions`. Values are attributes (`settings.caption_length`); every declared key not given takes its default,
+    an undeclared key raises `ConfigError` naming it and the known ones. Immutable once validated.
+
+        SequenceSettings(caption_length=24, action_horizon=8)
+    """
+
+    def __init__(self, **values: Any):
+        declared = declared_settings()
+        unknown = sorted(set(values) - set(declared))
+        if unknown:
+            raise ConfigError(f"unknown config key sequence.{unknown[0]}; the known keys here (`conditions` and the "
+                              f"registered modalities' settings) are: {', '.join(sorted(declared))}.")
+        self.__dict__.update({name: setting.validate(values.get(name, setting.default), "sequence")
+                              for name, setting in declared.items()})
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any]) -> "SequenceSettings":
+        """The settings of a parsed `sequence:` mapping (how `unimask.config` builds this section)."""
+        return cls(**data)
+
+    def to_config(self, modality_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """The values as a plain dict; with `modality_names`, only `conditions` and those modalities' settings."""
+        if modality_names is None:
+            return copy.deepcopy(self.__dict__)
+        keep = {CONDITIONS.name, *(setting.name for name in modality_names
+                                   for setting in get_modality(name).sequence_settings)}
+        return {name: copy.deepcopy(value) for name, value in self.__dict__.items() if name in keep}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"sequence settings cannot change once validated; to change {name}, build new ones: "
+                             f"SequenceSettings(**{{**old.to_config(), {name!r}: value}}).")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SequenceSettings) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # compared by value, and `conditions` is a dict
+
+    def __repr__(self) -> str:
+        return f"SequenceSettings({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
 
 
 def tokenizer_folder(name: str) -> str:
@@ -201,16 +245,18 @@ class Processor:
         self.vocab.save(directory)
         for name, tokenizer in self.tokenizers.items():
             tokenizer.save_pretrained(str(directory / tokenizer_folder(name)))
-        return {"sequence": asdict(self.settings), "tokenizers": sorted(self.tokenizers)}
+        return {"sequence": self.settings.to_config(["text", *self.modality_names]),
+                "tokenizers": sorted(self.tokenizers)}
 
     @classmethod
     def load(cls, directory: str | Path, saved: Mapping[str, Any]) -> "Processor":
         """The processor `save` wrote, checked against its vocabulary."""
         directory = Path(directory)
-        known = {f.name for f in fields(SequenceSettings)}
-        sequence = dict(saved.get("sequence") or {})
-        if set(sequence) - known:
-            raise ValueError(f"{directory}: unknown sequence settings {sorted(set(sequence) - known)}.")
+        try:
+            settings = SequenceSettings(**(saved.get("sequence") or {}))
+        except ConfigError as err:
+            raise ConfigError(f"{directory}: {err} (A bundle with a modality of your own loads once that modality "
+                              "is registered.)") from None
         folders = {}
         for name in saved.get("tokenizers") or ():
             folder = directory / tokenizer_folder(name)
@@ -218,4 +264,4 @@ class Processor:
                 raise FileNotFoundError(f"{directory} lists a {name} tokenizer but has no {folder.name}/; copy the "
                                         "whole exported folder.")
             folders[name] = get_modality(name).load_tokenizer(folder)
-        return cls(folders, SequenceSettings(**sequence), UnifiedVocab.load(directory))
+        return cls(folders, settings, UnifiedVocab.load(directory))

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from unimask.config import Setting
 from unimask.errors import InputError
 from unimask.modality import Modality, SampleError, decode_npy
 
@@ -29,6 +30,12 @@ class ActionModality(Modality):
     mask_schedule = "linear"
     scheduler = "confidence"
     delimiters = ("soa", "eoa")
+    sequence_settings = (
+        Setting("action_horizon", int, 8, "actions per chunk", minimum=1),
+        Setting("action_dim", int, 4, "numbers per action", minimum=1),
+        Setting("action_length", int | None, None, "codes per chunk for tokenizers whose code count varies (FAST); "
+                "unset: the tokenizer's own", minimum=1),
+    )
 
     def load_tokenizer(self, directory: Any) -> Any:
         return load_action_tokenizer(directory)

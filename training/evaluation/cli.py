@@ -69,17 +69,14 @@ def train_dataset_clip(data_dir: str | Path, out: str | Path, epochs: int = 16,
     return check
 
 
-def _save_grid(images: np.ndarray, path: Path, columns: int = 10) -> None:
-    from PIL import Image
+def _save_grid(result: dict[str, Any], path: Path, limit: int | None = None, columns: int = 10) -> None:
+    """The generated images of a text-to-image result, each under its prompt (the images leave the result: the
+    prompts stay in results.json)."""
+    from unimask.training.plots import captioned_grid
 
-    rows = -(-len(images) // columns)
-    h, w = images.shape[1:3]
-    canvas = np.zeros((rows * h, columns * w, 3), dtype=np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = image
+    images, prompts = result.pop("images")[:limit], result["prompts"][:limit]
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
+    captioned_grid(list(images), prompts, columns=columns, cell=96).save(path)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Path,
@@ -116,14 +113,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pat
             train_digit_judge(data / "digits", judge_dir, epochs=judge_epochs)
         result = suite.evaluate_digits_t2i(pipe, data / "digits", ImageJudge.load(judge_dir),
                                            per_class=t2i_per_class)
-        _save_grid(result.pop("images"), out / "t2i_digits.png")
+        _save_grid(result, out / "t2i_digits.png")
         result["judge_real_test_accuracy"] = json.loads((judge_dir / "accuracy.json").read_text())["real_test_accuracy"]
         results["t2i"] = result
         timings["t2i"] = time.time() - start
     if "shapes" in tasks:
         start = time.time()
         result = suite.evaluate_shapes_t2i(pipe, data / "shapes", limit=shapes_limit)
-        _save_grid(result.pop("images")[:40], out / "t2i_shapes.png")
+        _save_grid(result, out / "t2i_shapes.png", limit=40, columns=8)
         results["shapes"] = result
         timings["shapes"] = time.time() - start
     if "vla" in tasks:

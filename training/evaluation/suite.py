@@ -1,4 +1,4 @@
-"""The evaluation suite behind `unimask eval`: every figure in the README comes from these functions.
+"""The evaluation suite behind `unimask eval`: every figure in README.md and docs/results.md comes from these.
 
 Each task reads the held-out (`test`) split of a dataset folder written by `unimask data ...`, runs the pipeline
 and returns a dict of metrics with the settings that produced them:
@@ -29,7 +29,8 @@ TASKS = ("caption", "t2i", "shapes", "vla", "clip")
 T2I_DECODING = {"steps": 12, "guidance_scale": 3.0, "temperature": 1.0, "choice_temperature": 4.5}
 # Closed-loop robot evaluation: decoding steps per action chunk and actions executed before re-planning. One step
 # from the fully masked chunk had the lowest action error and the highest success (0.46 vs 0.38 with 2 steps, 0.08
-# with 8; executing 4 or 2 actions did not beat 8): `benchmarks/vla_decoding.py`, README "Choosing how to decode".
+# with 8; executing 4 or 2 actions did not beat 8): `benchmarks/vla_decoding.py`, docs/results.md "Choosing how to
+# decode actions".
 VLA_DECODING = {"steps": 1, "execute_steps": 8}
 
 
@@ -192,7 +193,7 @@ def evaluate_vla(pipeline, episodes: int = 5, tasks: tuple[str, ...] | None = No
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """A results table: one row per metric, as the README shows it."""
+    """A results table: one row per metric, as docs/results.md shows it."""
     rows = ["| task | dataset | metric | value | n |", "|---|---|---|---|---|"]
     for task, result in results.items():
         if not isinstance(result, dict):
