@@ -513,3 +513,36 @@ def test_self_test_private_demo_imports_fail():
         "unimask.demos.app -> unimask.registry  unimask/demos/app.py:4",
         "unimask.demos.app -> unimask.training.evaluation.robot  unimask/demos/app.py:6",
     ]
+
+
+def trainer_calls_in_core(modules: dict) -> list[str]:
+    """Places where a core module (unified/) names a training engine or drives an optimisation step itself: the core
+    computes the loss of a batch; backward, optimizer steps and accumulation belong to training/."""
+    problems = []
+    for name, module in sorted(modules.items()):
+        if layer_of(name)[1] != "core":
+            continue
+        for node in ast.walk(ast.parse(module.source)):
+            called = node.func.attr if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else None
+            receiver = ast.unparse(node.func.value).lower() if called else ""
+            named = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+            # A scheduler's `step` is decoding; an optimizer's (or an engine's) is training.
+            if called in ("backward", "zero_grad") or (called == "step" and "optim" in receiver) \
+                    or (named or "").lower().endswith("engine"):
+                problems.append(f"{name}:{node.lineno} {called or named}")
+    return problems
+
+
+def test_the_core_knows_no_trainer(package_modules):
+    problems = trainer_calls_in_core(package_modules)
+    assert not problems, "the core drives training (engines, backward, optimizer steps): " + ", ".join(problems)
+
+
+def test_self_test_a_core_training_step_fails():
+    sources = dict(CLEAN_SOURCES)
+    sources["unimask.masking"] = ("def train_step(engine, loss, optimizer, scheduler):\n"
+                                  "    engine.backward(loss)\n"
+                                  "    scheduler.step(loss)\n"  # a decoding scheduler: allowed
+                                  "    optimizer.step()\n")
+    assert trainer_calls_in_core(synthetic_modules(sources)) == [
+        "unimask.masking:2 backward", "unimask.masking:2 engine", "unimask.masking:4 step"]
