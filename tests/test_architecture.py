@@ -529,8 +529,8 @@ def trainer_calls_in_core(modules: dict) -> list[str]:
             # A scheduler's `step` is decoding; an optimizer's (or an engine's) is training.
             if called in ("backward", "zero_grad") or (called == "step" and "optim" in receiver) \
                     or (named or "").lower().endswith("engine"):
-                problems.append(f"{name}:{node.lineno} {called or named}")
-    return problems
+                problems.append((name, node.lineno, called or named))
+    return [f"{name}:{line} {what}" for name, line, what in sorted(problems)]
 
 
 def test_the_core_knows_no_trainer(package_modules):
