@@ -74,13 +74,20 @@ def synthetic_batches(shape: str, batch_size: int, count: int, seed: int = 0) ->
     return vocab, batches
 
 
-def measure(model_name: str, shape: str, batch_size: int, steps: int, warmup: int, device: torch.device,
-            deepspeed: str, compile_mode: str, attention: str) -> dict:
-    vocab, batches = synthetic_batches(shape, batch_size, 4)
+def synthetic_model_and_batches(model_name: str, batch_size: int, device: torch.device, shape: str = "quick",
+                                count: int = 4) -> tuple[UnifiedVocab, MaskedDiffusionTransformer, list]:
+    """A freshly initialised model of `MODELS[model_name]` on `device` and `count` CPU batches of `shape`."""
+    vocab, batches = synthetic_batches(shape, batch_size, count)
     encoders = {"pixels": {**PIXELS, "id": vocab.range_of("pixels")[0]}} if shape == "quick" else {}
     config = MaskedDiffusionConfig(vocab_size=vocab.size, max_seq_len=256, encoders=encoders, **MODELS[model_name])
     torch.manual_seed(0)
-    model = MaskedDiffusionTransformer(config).to(device)
+    return vocab, MaskedDiffusionTransformer(config).to(device), batches
+
+
+def measure(model_name: str, shape: str, batch_size: int, steps: int, warmup: int, device: torch.device,
+            deepspeed: str, compile_mode: str, attention: str) -> dict:
+    vocab, model, batches = synthetic_model_and_batches(model_name, batch_size, device, shape)
+    config, encoders = model.config, model.config.encoders
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     model.attention_kernel = attention
     if compile_mode:
