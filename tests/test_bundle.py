@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tiny_bundle import make_tiny_bundle, reseal
 from unimask.bundle import Bundle, load_bundle
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.processor import Processor, SequenceSettings
@@ -35,20 +36,19 @@ def test_bundle_round_trip(tmp_path):
 
 
 def test_the_bundle_records_the_image_mask_schedule_for_decoding(tmp_path):
-    from tiny_bundle import make_tiny_bundle
-
     folder = make_tiny_bundle(tmp_path / "tiny")
     settings = json.loads((folder / "unimask.json").read_text())
     settings["mask_schedules"]["image"] = "pow2"
     settings["decoding"] = {}
     (folder / "unimask.json").write_text(json.dumps(settings))
-    assert load_bundle(folder).decoding["image"] == {"schedule": "pow2"}
+    assert load_bundle(reseal(folder)).decoding["image"] == {"schedule": "pow2"}
 
 
 def test_mismatched_parts_refuse_to_load(tmp_path):
     bundle = make_bundle()
     bundle.save(tmp_path)
     BinActionTokenizer(n_bins=8).fit(np.zeros((5, 4)) + np.arange(4)).save_pretrained(tmp_path / "action_tokenizer")
+    reseal(tmp_path)
     with pytest.raises(VocabError, match="the action tokenizer has 8 codes but the vocabulary has 16 action ids"):
         load_bundle(tmp_path)
     (tmp_path / "vocab.json").unlink()

@@ -314,7 +314,7 @@ def test_stream_text_first_gives_one_canonical_wording(tmp_path):
 
     assert first_tokens("first") == {text_ids("item")[0]}
     assert first_tokens("stored") == {text_ids("thing")[0]}
-    with pytest.raises(DataError, match="stream text must be one of"):
+    with pytest.raises(DataError, match="`text` must be one of"):
         StreamConfig(str(tmp_path / "d"), "lm", text="canonical")
 
 

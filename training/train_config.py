@@ -3,12 +3,18 @@ that was renamed raises naming its new path (`RENAMED`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from unimask.errors import ConfigError, check_choice, check_integer_fields, check_number
 from unimask.masking import MaskingConfig
 from unimask.model import MaskedDiffusionConfig
 from unimask.processor import SequenceSettings
 from unimask.training.data.loader import DataConfig
+
+MAX_SEED = 2**32 - 1  # seeds feed numpy's SeedSequence and torch generators (seed * 1000 + rank) alike
+MAX_LOCAL_RANKS = 256  # CPU ranks one machine starts (train.ranks); more is a typo, not a machine
+
 
 # Old dotted key -> (new dotted key, how to write the old value under the new key).
 RENAMED = {
@@ -32,8 +38,9 @@ class InitSection:
                                            ("codebook_embeddings", self.codebook_embeddings)) if value]
         if len(starts) > 1:
             raise ValueError(f"init.{' and init.'.join(starts)} both set where the weights start; choose one.")
-        if self.lora_rank < 0:
-            raise ValueError(f"init.lora_rank must be >= 0 (0: off), got {self.lora_rank}.")
+        check_integer_fields(self, (("lora_rank", 0, math.inf, "0 turns LoRA off"),))
+        check_number("lora_alpha", self.lora_alpha, 0, open_low=True, error=ConfigError)
+        check_number("lora_dropout", self.lora_dropout, 0, 1, open_high=True, error=ConfigError)
         if self.lora_rank and not (self.bundle or self.causal_lm):
             raise ValueError("init.lora_rank adapts pretrained weights; give init.bundle (or init.causal_lm) too, or "
                              "set lora_rank to 0 to train from scratch.")
@@ -50,6 +57,19 @@ class OptimSection:
     grad_accum: int = 1  # micro-batches per optimizer step
     ema: float = 0.0  # EMA decay of the weights kept for export (0: off)
 
+    def __post_init__(self) -> None:
+        check_number("lr", self.lr, 0, open_low=True, fix="a peak learning rate such as 1e-3", error=ConfigError)
+        for name, high, open_high in (("min_lr_ratio", 1, False), ("weight_decay", math.inf, False),
+                                      ("grad_clip", math.inf, False), ("ema", 1, True)):
+            check_number(name, getattr(self, name), 0, high, open_high=open_high, error=ConfigError)
+        check_integer_fields(self, (("warmup", 0, math.inf, "0 starts at the full learning rate"),
+                              ("grad_accum", 1, 4096, "1 steps after every micro-batch")))
+        if not isinstance(self.betas, list) or len(self.betas) != 2:
+            raise ConfigError(f"`betas` must be a list of two numbers in [0, 1), got {self.betas!r}; e.g. "
+                              "[0.9, 0.98].", key="betas")
+        for beta in self.betas:
+            check_number("betas", beta, 0, 1, open_high=True, fix="e.g. [0.9, 0.98]", error=ConfigError)
+
 
 @dataclass
 class TrainSection:
@@ -59,7 +79,7 @@ class TrainSection:
     log_every: int = 10  # steps between TensorBoard scalars
     sample_every: int = 0  # steps between generated sample sheets in samples/ and TensorBoard (0: none)
     checkpoint_every: int = 500  # steps between checkpoints
-    keep_last: int = 2  # checkpoints kept
+    keep_last: int = 2  # newest complete checkpoints kept (0: all)
     deepspeed: str = ""  # DeepSpeed JSON (configs/deepspeed/zero2.json); "" trains with plain torch
     precision: str = "auto"  # "auto" (bf16 on GPUs that have it, else fp32), "fp32" or "bf16"
     peak_flops: float = 0.0  # peak FLOP/s per device for MFU (0: measure a 2048^2 fp32 matmul at start)
@@ -68,10 +88,20 @@ class TrainSection:
     max_nonfinite_steps: int = 5  # steps in a row skipped for a non-finite loss / gradient norm before stopping
 
     def __post_init__(self) -> None:
-        if self.ranks < 0:
-            raise ValueError(f"train.ranks must be >= 0 (0: one per CPU core), got {self.ranks}.")
-        if self.max_nonfinite_steps < 1:
-            raise ValueError(f"train.max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}.")
+        check_integer_fields(self, (
+            ("steps", 1, math.inf, "it counts optimizer steps, e.g. 1000"),
+            ("seed", 0, MAX_SEED, ""),
+            ("log_every", 1, math.inf, "1 logs every step"),
+            ("sample_every", 0, math.inf, "0 writes no samples"),
+            ("checkpoint_every", 1, math.inf, "a checkpoint is also written at the last step"),
+            ("keep_last", 0, math.inf, "0 keeps every checkpoint"),
+            ("ranks", 0, MAX_LOCAL_RANKS, "0 starts one rank per CPU core"),
+            ("max_nonfinite_steps", 1, math.inf, "")))
+        check_number("peak_flops", self.peak_flops, 0, fix="0 measures it at start", error=ConfigError)
+        check_choice("precision", self.precision, ("auto", "fp32", "bf16"), error=ConfigError)
+        check_choice("device", self.device, ("auto", "cpu", "cuda"), error=ConfigError)
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ConfigError(f"`out` must name the run folder, got {self.out!r}.", key="out")
 
 
 @dataclass

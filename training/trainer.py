@@ -28,11 +28,13 @@ from unimask.config import load_config, save_config
 from unimask.masking import train_step
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.processor import Processor
+from unimask.errors import MissingFileError
 from unimask.training.checkpoints import (CheckpointError, complete_tags, damage, intact_tag, latest_tag,
-                                          remove_orphans)
+                                          remove_orphans, run_processor, save_run_processor)
 from unimask.training.engines import DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, init_distributed
 from unimask.training.finetune import (add_lora, export_state, load_bundle_weights, resolve_bundle_init,
                                        trainable_summary)
+from unimask.training.resume import apply_learning_rate, check_resume, record_resume
 from unimask.training.train_config import TrainConfig
 
 
@@ -76,6 +78,11 @@ def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedD
 def mask_schedules(config: TrainConfig, vocab) -> dict[str, str]:
     """The mask schedule each modality of the vocabulary trains with (recorded in the bundle)."""
     return {name: config.masking.schedule_of(name) for name in ("text", *(n for n, _ in vocab.modalities))}
+
+
+def trained_tasks(config: TrainConfig) -> list[str]:
+    """The tasks a config trains (recorded in the bundle, whose loading checks them against the model)."""
+    return sorted({stream.task for stream in config.data.streams})
 
 
 def _numpy_state() -> list:
@@ -148,6 +155,7 @@ class Trainer:
         self.tokens_per_step = 0
         self.flops_per_token = 6 * model.num_parameters()
         self.peak = tc.peak_flops or measure_matmul_peak()
+        self._resume()  # before config.yaml is rewritten: a resume is checked against the config the run had
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             for orphan in remove_orphans(self.out):
@@ -158,8 +166,8 @@ class Trainer:
                       f"train ({100 * counts['fraction']:.1f}%)")
             save_config(config, self.out / "config.yaml")
             self.vocab.save(self.out)
+            save_run_processor(self.processor, self.out)
             atomic_write_text(self.out / "model_config.json", json.dumps(asdict(model.config), indent=2))
-        self._resume()
 
     def lr_factor(self, step: int) -> float:
         o = self.config.optim
@@ -186,10 +194,12 @@ class Trainer:
         self.engine.save(self.checkpoints, f"step{self.step:08d}", self._client_state(), self.config.train.keep_last)
 
     def _resume(self) -> None:
+        changes = check_resume(self.out, self.config)
         tag = intact_tag(self.checkpoints)
         if tag is None:
             return
         state = self.engine.load(self.checkpoints, tag)
+        apply_learning_rate(self.engine.scheduler, self.config.optim.lr, self.lr_factor)
         self.step, self.consumed = int(state["step"]), int(state["consumed"])
         self.masking_generator.set_state(state["masking_generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -201,6 +211,7 @@ class Trainer:
         if self.rank == 0:
             self._forget_metrics_after(self.step)
             print(f"resumed from {self.checkpoints / tag} at step {self.step}")
+            record_resume(self.out, self.step, tag, changes)
 
     def _forget_metrics_after(self, step: int) -> None:
         """metrics.jsonl keeps one line per logged step: lines written after the checkpoint resumed from go."""
@@ -352,7 +363,7 @@ class Trainer:
         return self.bundle(model.eval()).save(directory)
 
     def bundle(self, model: MaskedDiffusionTransformer) -> Bundle:
-        return Bundle(model, self.processor, mask_schedules(self.config, self.vocab))
+        return Bundle(model, self.processor, mask_schedules(self.config, self.vocab), tasks=trained_tasks(self.config))
 
 
 def export_checkpoint(run: str | Path, out: str | Path, tag: str | None = None) -> Path:
@@ -360,26 +371,29 @@ def export_checkpoint(run: str | Path, out: str | Path, tag: str | None = None) 
     an inference bundle, without the engine (ZeRO shards of any stage are merged with DeepSpeed's fp32
     consolidation)."""
     run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise MissingFileError(f"{run} is not a run folder (it has no config.yaml); give the train.out of a run.")
     config = load_config(run / "config.yaml", TrainConfig)
     checkpoints = run / "checkpoints"
     if tag is not None and tag not in complete_tags(checkpoints):
-        raise FileNotFoundError(f"{checkpoints / tag} is not a complete checkpoint; the complete ones are "
-                                f"{complete_tags(checkpoints)}.")
+        raise CheckpointError(f"{checkpoints / tag} is not a complete checkpoint; the complete ones are "
+                              f"{complete_tags(checkpoints)}.")
     if tag is not None and damage(checkpoints, tag):
         raise CheckpointError(f"checkpoint {checkpoints / tag} is damaged: {damage(checkpoints, tag)}.")
     tag = tag or intact_tag(checkpoints)
     if tag is None:
-        raise FileNotFoundError(f"{run} has no complete checkpoint under checkpoints/.")
+        raise CheckpointError(f"{run} has no complete checkpoint under checkpoints/; train (or resume) it first.")
     if (checkpoints / tag / "state.pt").is_file():
         state = torch.load(checkpoints / tag / "state.pt", map_location="cpu", weights_only=True)["model"]
     else:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag)
-    processor = Processor.from_folders(config.tokenizers, config.sequence, config.model.encoders)
+    processor = run_processor(run, config)
     model = MaskedDiffusionTransformer(MaskedDiffusionConfig(**json.loads((run / "model_config.json").read_text())))
     state = export_state(state, config.init)
     if "lm_head.weight" not in state and model.config.tie_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     model.load_state_dict(state)
-    return Bundle(model.eval(), processor, mask_schedules(config, processor.vocab)).save(out)
+    bundle = Bundle(model.eval(), processor, mask_schedules(config, processor.vocab), tasks=trained_tasks(config))
+    return bundle.save(out)

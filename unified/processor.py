@@ -18,10 +18,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from .errors import MissingFileError, check_integer_fields
 from .modality import SPECIAL_TOKENS, TaskTemplate, VocabError, special_token
 from .registry import get_modality, get_task, modalities, tasks
 from .sequence import SequenceBuilder, SequenceError, TokenSequence
 from .vocab import UnifiedVocab
+
+
+MAX_SEGMENT = 2**16  # tokens of one segment (a caption, an action chunk): far past any model's max_seq_len
 
 
 @dataclass
@@ -34,12 +38,11 @@ class SequenceSettings:
     conditions: dict[str, dict[str, list[str]]] | None = None  # per task: a condition modality read as others
 
     def __post_init__(self) -> None:
-        for name in ("caption_length", "max_condition_text", "action_horizon", "action_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"sequence.{name} must be an integer >= 1, got {value!r}.")
-        if self.caption_length < 2:
-            raise ValueError(f"sequence.caption_length must be >= 2 (one token and <eos>), got {self.caption_length}.")
+        check_integer_fields(self, (("caption_length", 2, MAX_SEGMENT, "one token and <eos> at least"),
+                                    ("max_condition_text", 1, MAX_SEGMENT, ""), ("action_horizon", 1, MAX_SEGMENT, ""),
+                                    ("action_dim", 1, MAX_SEGMENT, "")))
+        if self.action_length is not None:
+            check_integer_fields(self, (("action_length", 1, MAX_SEGMENT, "or leave it out (null)"),))
 
 
 def tokenizer_folder(name: str) -> str:
@@ -124,6 +127,19 @@ class Processor:
         if get_modality(modality).padded:
             return self.settings.caption_length if target else self.settings.max_condition_text
         return self.builder.length(modality)
+
+    def sequence_length(self, task: str, target_copies: int = 1) -> int:
+        """Tokens of the longest `task` sequence (its target repeated `target_copies` times, as training may), which
+        the model's `max_seq_len` must hold: the task token, then each segment's delimiters and codes (a text
+        condition at its longest, `max_condition_text`)."""
+        template = self.template(task)
+        total = 1
+        for segment in template.segments:
+            if self.vocab.has(segment.modality):
+                target = segment is template.target
+                size = len(get_modality(segment.modality).delimiters or ()) + self.length(segment.modality, target)
+                total += size * (target_copies if target else 1)
+        return total
 
     # ----- encoding -----------------------------------------------------------------------------------------------
     def encode(self, modality: str, values: Sequence[Any]) -> list[Any]:
@@ -210,12 +226,12 @@ class Processor:
         known = {f.name for f in fields(SequenceSettings)}
         sequence = dict(saved.get("sequence") or {})
         if set(sequence) - known:
-            raise ValueError(f"{directory}: unknown sequence settings {sorted(set(sequence) - known)}.")
+            raise VocabError(f"{directory}: unknown sequence settings {sorted(set(sequence) - known)}.")
         folders = {}
         for name in saved.get("tokenizers") or ():
             folder = directory / tokenizer_folder(name)
             if not folder.is_dir():
-                raise FileNotFoundError(f"{directory} lists a {name} tokenizer but has no {folder.name}/; copy the "
+                raise MissingFileError(f"{directory} lists a {name} tokenizer but has no {folder.name}/; copy the "
                                         "whole exported folder.")
             folders[name] = get_modality(name).load_tokenizer(folder)
         return cls(folders, SequenceSettings(**sequence), UnifiedVocab.load(directory))
