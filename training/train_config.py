@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from unimask.errors import ConfigError, check_choice, check_integer_fields, check_number
+from unimask.encoders import encoder_config
+from unimask.errors import ConfigError, InputError, check_choice, check_integer_fields, check_number
 from unimask.masking import MaskingConfig
 from unimask.model import MaskedDiffusionConfig
 from unimask.processor import SequenceSettings
-from unimask.training.data.loader import DataConfig
+from unimask.registry import modalities
+from unimask.training.data.config import DataConfig
 
 MAX_SEED = 2**32 - 1  # seeds feed numpy's SeedSequence and torch generators (seed * 1000 + rank) alike
 MAX_LOCAL_RANKS = 256  # CPU ranks one machine starts (train.ranks); more is a typo, not a machine
@@ -114,3 +116,16 @@ class TrainConfig:
     masking: MaskingConfig = field(default_factory=MaskingConfig)  # forward process and loss weights
     optim: OptimSection = field(default_factory=OptimSection)  # optimizer and schedule
     train: TrainSection = field(default_factory=TrainSection)  # run length, logging, checkpoints, engine
+
+    def __post_init__(self) -> None:
+        for name, spec in self.model.encoders.items():
+            try:
+                encoder_config(spec)
+            except InputError as err:
+                raise ConfigError(f"model.encoders.{name}: {err}", key=f"model.encoders.{name}") from None
+        for name, folder in self.tokenizers.items():
+            if not isinstance(folder, str):
+                raise ConfigError(f"`tokenizers.{name}` must be a tokenizer folder, got {folder!r}.",
+                                  key=f"tokenizers.{name}")
+            check_choice(f"tokenizers.{name}", name, tuple(modalities()), fix="its keys are modality names",
+                         error=ConfigError)

@@ -28,7 +28,7 @@ from unimask.config import load_config, save_config
 from unimask.masking import train_step
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.processor import Processor
-from unimask.errors import MissingFileError
+from unimask.errors import ConfigError, MissingFileError
 from unimask.training.checkpoints import (CheckpointError, complete_tags, damage, intact_tag, latest_tag,
                                           remove_orphans, run_processor, save_run_processor)
 from unimask.training.engines import DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, init_distributed
@@ -48,8 +48,15 @@ def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedD
     encoders = {name: {**spec, "id": vocab.range_of(name)[0]} for name, spec in config.model.encoders.items()}
     model_config = replace(config.model, vocab_size=vocab.size, encoders=encoders)
     if config.model.vocab_size not in (0, vocab.size):
-        raise ValueError(f"model.vocab_size is {config.model.vocab_size} but the tokenizers make a vocabulary of "
-                         f"{vocab.size}; leave model.vocab_size out (it is taken from the tokenizers).")
+        raise ConfigError(f"model.vocab_size is {config.model.vocab_size} but the tokenizers make a vocabulary of "
+                          f"{vocab.size}; leave model.vocab_size out (it is taken from the tokenizers).")
+    for task in trained_tasks(config):
+        copies = config.masking.target_copies.get(task, 1)
+        needed = processor.sequence_length(task, copies)
+        if needed > model_config.max_seq_len:
+            raise ConfigError(f"{task} sequences take up to {needed} tokens ({copies} target copies, "
+                              f"{processor.settings}) but model.max_seq_len is {model_config.max_seq_len}; raise it to "
+                              f"{needed}, or shorten the sequence settings.", key="model.max_seq_len")
     if config.init.causal_lm:
         model = MaskedDiffusionTransformer.from_causal_lm(config.init.causal_lm, vocab.size,
                                                           attention=model_config.attention,

@@ -84,7 +84,7 @@ def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         key = getattr(err, "key", None)
-        if path and key in types_by_name:  # a field's own check names the field (`steps`); give its dotted path
+        if path and key and key.split(".")[0] in types_by_name:  # a field's check names it (`steps`): add the path
             dotted = f"{path}.{key}"
             raise ConfigError(str(err).replace(f"`{key}`", f"`{dotted}`", 1), key=dotted) from None
         if isinstance(err, ConfigError):

@@ -35,6 +35,7 @@ from unimask.atomic import atomic_write_text
 from unimask.errors import InputError
 
 CARD_FILE = "dataset.json"
+MAX_IMAGE_SIZE = 1024  # pixels on a side of a written image: a larger one is a typo, and fills memory first
 SKIP_REASONS = ("tar_error", "missing_key", "undecodable", "bad_shape", "too_long")
 _LOG_LIMIT = 100  # per process: skips logged one by one before switching to a summary every 1000
 CARD_FORMAT = "unimask-shards/1"
