@@ -36,23 +36,30 @@ def local_ranks(config: Any) -> int:
     return config.train.ranks or available_cores()
 
 
-def check_paths(config: Any) -> None:
-    """Refuse a config whose tokenizer folders, datasets, DeepSpeed JSON or causal LM are not there, naming the key,
-    before anything is loaded."""
+def check_before_training(config: Any) -> None:
+    """What a config needs from outside it, checked before any training starts: the tokenizer folders, datasets,
+    DeepSpeed JSON and causal LM it names exist (a missing one is refused naming its key), it lists at least one
+    stream, and its model fits the tokenizers (`check_model_fits`)."""
+    from unimask.processor import Processor
     from unimask.training.data.format import resolve_shards
+    from unimask.training.train_config import check_model_fits
 
     named = [(f"tokenizers.{name}", folder) for name, folder in config.tokenizers.items() if folder]
     named += [(key, path) for key, path in (("train.deepspeed", config.train.deepspeed),
                                             ("init.causal_lm", config.init.causal_lm)) if path]
     for key, path in named:
-        if not Path(path).exists():
+        if not os.path.exists(path):
             raise MissingFileError(f"`{key}` names {path}, which does not exist (relative paths start from "
                                    f"{Path.cwd()}).", key=key)
+    if not config.data.streams:
+        raise ConfigError("`data.streams` is empty: list at least one {dataset: DIR, task: t2i|i2t|vla|lm}.",
+                          key="data.streams")
     for index, stream in enumerate(config.data.streams):
         try:
             resolve_shards(stream.dataset, stream.split)
         except InputError as err:
             raise ConfigError(f"`data.streams[{index}]`: {err}", key=f"data.streams[{index}]") from None
+    check_model_fits(config, Processor.from_folders(config.tokenizers, config.sequence, config.model.encoders))
 
 
 def run_training(config: Any, export: str | None = None, stop_after: int | None = None) -> dict[str, Any]:
@@ -116,7 +123,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from unimask.training.trainer import export_checkpoint
 
-    if args.tag is not None and (not args.tag or Path(args.tag).name != args.tag):
+    if args.tag is not None and (Path(args.tag).name != args.tag or args.tag in ("", ".", "..")):
         raise ConfigError(f"`--tag` must name a checkpoint folder such as step00001000, got {args.tag!r}.", key="--tag")
     print(f"exported to {export_checkpoint(args.run, args.out, args.tag)}")
     return 0
@@ -142,7 +149,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
         print_estimate(config, args.world_size or int(os.environ.get("WORLD_SIZE", 1)))
         return 0
-    check_paths(config)
+    check_before_training(config)
     result = run_training(config, args.export or None, args.stop_after or None)
     if int(os.environ.get("RANK", 0)) == 0:
         if result["export"]:

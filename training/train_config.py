@@ -10,7 +10,7 @@ from unimask.encoders import encoder_config
 from unimask.errors import ConfigError, InputError, check_choice, check_integer_fields, check_number
 from unimask.masking import MaskingConfig
 from unimask.model import MaskedDiffusionConfig
-from unimask.processor import SequenceSettings
+from unimask.processor import Processor, SequenceSettings
 from unimask.registry import modalities
 from unimask.training.data.config import DataConfig
 
@@ -129,3 +129,24 @@ class TrainConfig:
                                   key=f"tokenizers.{name}")
             check_choice(f"tokenizers.{name}", name, tuple(modalities()), fix="its keys are modality names",
                          error=ConfigError)
+
+
+def trained_tasks(config: TrainConfig) -> list[str]:
+    """The tasks a config trains (recorded in the bundle, whose loading checks them against the model)."""
+    return sorted({stream.task for stream in config.data.streams})
+
+
+def check_model_fits(config: TrainConfig, processor: Processor) -> None:
+    """Refuse a model section that contradicts the tokenizers: a `vocab_size` other than theirs, or a
+    `max_seq_len` shorter than the longest sequence of a trained task (with its target copies)."""
+    if config.model.vocab_size not in (0, processor.vocab.size):
+        raise ConfigError(f"`model.vocab_size` is {config.model.vocab_size} but the tokenizers make a vocabulary of "
+                          f"{processor.vocab.size}; leave it out (it is taken from the tokenizers).",
+                          key="model.vocab_size")
+    for task in trained_tasks(config):
+        copies = config.masking.target_copies.get(task, 1)
+        needed = processor.sequence_length(task, copies)
+        if needed > config.model.max_seq_len:
+            raise ConfigError(f"{task} sequences take up to {needed} tokens ({copies} target copies, "
+                              f"{processor.settings}) but `model.max_seq_len` is {config.model.max_seq_len}; raise it "
+                              f"to {needed}, or shorten the sequence settings.", key="model.max_seq_len")

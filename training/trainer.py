@@ -28,14 +28,14 @@ from unimask.config import load_config, save_config
 from unimask.masking import train_step
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.processor import Processor
-from unimask.errors import ConfigError, MissingFileError
+from unimask.errors import MissingFileError
 from unimask.training.checkpoints import (CheckpointError, complete_tags, damage, intact_tag, latest_tag,
                                           remove_orphans, run_processor, save_run_processor)
 from unimask.training.engines import DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, init_distributed
 from unimask.training.finetune import (add_lora, export_state, load_bundle_weights, resolve_bundle_init,
                                        trainable_summary)
 from unimask.training.resume import apply_learning_rate, check_resume, record_resume
-from unimask.training.train_config import TrainConfig
+from unimask.training.train_config import TrainConfig, check_model_fits, trained_tasks
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,16 +47,7 @@ def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedD
     vocab = processor.vocab
     encoders = {name: {**spec, "id": vocab.range_of(name)[0]} for name, spec in config.model.encoders.items()}
     model_config = replace(config.model, vocab_size=vocab.size, encoders=encoders)
-    if config.model.vocab_size not in (0, vocab.size):
-        raise ConfigError(f"model.vocab_size is {config.model.vocab_size} but the tokenizers make a vocabulary of "
-                          f"{vocab.size}; leave model.vocab_size out (it is taken from the tokenizers).")
-    for task in trained_tasks(config):
-        copies = config.masking.target_copies.get(task, 1)
-        needed = processor.sequence_length(task, copies)
-        if needed > model_config.max_seq_len:
-            raise ConfigError(f"{task} sequences take up to {needed} tokens ({copies} target copies, "
-                              f"{processor.settings}) but model.max_seq_len is {model_config.max_seq_len}; raise it to "
-                              f"{needed}, or shorten the sequence settings.", key="model.max_seq_len")
+    check_model_fits(config, processor)
     if config.init.causal_lm:
         model = MaskedDiffusionTransformer.from_causal_lm(config.init.causal_lm, vocab.size,
                                                           attention=model_config.attention,
@@ -85,11 +76,6 @@ def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedD
 def mask_schedules(config: TrainConfig, vocab) -> dict[str, str]:
     """The mask schedule each modality of the vocabulary trains with (recorded in the bundle)."""
     return {name: config.masking.schedule_of(name) for name in ("text", *(n for n, _ in vocab.modalities))}
-
-
-def trained_tasks(config: TrainConfig) -> list[str]:
-    """The tasks a config trains (recorded in the bundle, whose loading checks them against the model)."""
-    return sorted({stream.task for stream in config.data.streams})
 
 
 def _numpy_state() -> list:
@@ -370,7 +356,8 @@ class Trainer:
         return self.bundle(model.eval()).save(directory)
 
     def bundle(self, model: MaskedDiffusionTransformer) -> Bundle:
-        return Bundle(model, self.processor, mask_schedules(self.config, self.vocab), tasks=trained_tasks(self.config))
+        return Bundle(model, self.processor, mask_schedules(self.config, self.vocab),
+                      tasks=trained_tasks(self.config))
 
 
 def export_checkpoint(run: str | Path, out: str | Path, tag: str | None = None) -> Path:
