@@ -77,3 +77,36 @@ def test_a_refusal_prints_one_line_and_debug_shows_the_traceback(sandbox, capsys
                   "at the last step.\n"
     with pytest.raises(ConfigError, match="train.checkpoint_every"):
         main(["--debug", "train", "--config", sandbox.config, "train.checkpoint_every=0"])
+
+
+# The inputs the issue found accepted, hanging, or refused under a traceback, each with what the refusal must name.
+ISSUE_CASES = [
+    (["train.steps=-1"], "train.steps"), (["train.steps=0"], "train.steps"), (["--stop-after", "-1"], "--stop-after"),
+    (["model.n_layers=0"], "model.n_layers"), (["optim.warmup=-5"], "optim.warmup"),
+    (["data.shuffle_buffer=-1"], "data.shuffle_buffer"), (["--dry-run", "--world-size", "-2"], "--world-size"),
+    (["train.checkpoint_every=0"], "train.checkpoint_every"), (["train.log_every=0"], "train.log_every"),
+    (["model.d_model=0"], "model.d_model"),
+]
+
+
+@pytest.mark.parametrize("extra, mention", ISSUE_CASES, ids=[" ".join(extra) for extra, _ in ISSUE_CASES])
+def test_the_train_values_the_issue_found_are_refused(sandbox, extra, mention):
+    check_refused(sandbox, Case("train", ["train", "--config", sandbox.config, *extra], mention))
+
+
+@pytest.mark.parametrize("extra, mention", [
+    (["--episodes", "-1"], "--episodes"), (["--limit", "0"], "--limit"), (["--delay", "-3"], "--delay"),
+    (["--delay", "2"], "delay"), (["--execute-steps", "-1"], "--execute-steps"),
+    (["--execute-steps", "40"], "--execute-steps"), (["--action-steps", "-2"], "--action-steps"),
+    (["--action-steps", "50"], "--action-steps"), (["--workers", "-4"], "--workers"),
+    (["--workers", "100000"], "--workers")])
+def test_bad_rollout_options_are_refused_before_any_rollout(sandbox, extra, mention):
+    argv = ["eval", sandbox.bundle, "--task", "vla", "--data", sandbox.data, "--out", sandbox.out,
+            "--execute-steps", "1", "--workers", "1", *extra]
+    check_refused(sandbox, Case("eval", argv, mention))
+
+
+def test_a_huge_image_size_is_refused_at_once_and_writes_nothing(sandbox, tmp_path):
+    check_refused(sandbox, Case("data", ["data", "digits", "--out", str(tmp_path / "d"), "--image-size", "100000"],
+                                "--image-size must be an integer in [8, 1024], got 100000"))
+    assert not (tmp_path / "d").exists()
