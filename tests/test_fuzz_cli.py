@@ -29,23 +29,22 @@ def check_refused(sandbox: Sandbox, case: Case) -> None:
     assert outcome.seconds < LIMIT_S, f"{case.argv} took {outcome.seconds:.1f} s to refuse"
 
 
-def test_generated_bad_values_are_refused_cleanly(sandbox):
-    @settings(max_examples=300, **COMMON)
+def refuse_generated(sandbox: Sandbox, examples: int) -> None:
+    @settings(max_examples=examples, **COMMON)
     @given(case=sandbox.cases())
     def each(case):
         check_refused(sandbox, case)
 
     each()
+
+
+def test_generated_bad_values_are_refused_cleanly(sandbox):
+    refuse_generated(sandbox, 300)
 
 
 @pytest.mark.slow
 def test_more_generated_bad_values_are_refused_cleanly(sandbox):
-    @settings(max_examples=1200, **COMMON)
-    @given(case=sandbox.cases())
-    def each(case):
-        check_refused(sandbox, case)
-
-    each()
+    refuse_generated(sandbox, 1200)
 
 
 def test_good_values_get_through_to_the_work(sandbox):

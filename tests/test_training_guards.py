@@ -139,3 +139,14 @@ def test_a_copied_run_exports_without_the_folders_its_config_names(finished, tmp
         export_checkpoint(copy, tmp_path / "again")
     assert main(["export", str(tmp_path / "no-run"), "--out", "x"]) == 2
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_config_changes_compare_settings_the_saved_config_has():
+    from unimask.config import from_dict, to_dict
+    from unimask.training.resume import config_changes
+
+    config = from_dict(TrainConfig, {"masking": {"condition_dropout": {"t2i": 0.2}}, "optim": {"lr": 0.01}})
+    saved = to_dict(TrainConfig())
+    del saved["train"]["max_nonfinite_steps"]  # a setting a later version added: not a change
+    assert config_changes(saved, config) == {"masking.condition_dropout": {"from": {}, "to": {"t2i": 0.2}},
+                                             "optim.lr": {"from": 0.001, "to": 0.01}}

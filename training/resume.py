@@ -5,7 +5,7 @@ config must describe the same run.
   (`optim.lr`, `optim.min_lr_ratio`, `optim.warmup`, `train.steps`), logging, sampling and checkpoint cadence, the
   folder itself (a moved run) and the guards (`train.peak_flops`, `train.max_nonfinite_steps`).
 - Any other change (the model, tokenizers, data, masking, optimizer, seed, precision, engine, ...) would make the
-  saved state mean something else, so the resume is refused naming each such setting, before anything is loaded.
+  saved state mean something else, so the resume is refused naming each such setting, before the checkpoint loads.
 
 The comparison is against the run's `config.yaml`, the resolved config of its last start. Every resume appends a
 line to `<run>/resumes.jsonl`: the step and checkpoint it resumed from and its `resume_changes`
@@ -14,6 +14,7 @@ line to `<run>/resumes.jsonl`: the step and checkpoint it resumed from and its `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -30,18 +31,22 @@ SAFE_ON_RESUME = ("optim.lr", "optim.min_lr_ratio", "optim.warmup", "train.steps
                   "train.max_nonfinite_steps")
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        return {key: value for name, child in node.items() for key, value in _flat(child, f"{prefix}{name}.").items()}
-    return {prefix.rstrip("."): node}
-
-
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Settings whose values differ between two plain config dicts, by dotted key: `{key: {"from": .., "to": ..}}`
-    (a setting present in only one of them counts as changed)."""
-    before, after = _flat(old), _flat(new)
-    return {key: {"from": before.get(key), "to": after.get(key)} for key in sorted(set(before) | set(after))
-            if before.get(key) != after.get(key)}
+def config_changes(old: dict[str, Any], config: Any) -> dict[str, dict[str, Any]]:
+    """Settings of `config` (a config dataclass of sections) whose values differ from `old`, the plain dict of a
+    saved config, by dotted key (`{"optim.lr": {"from": .., "to": ..}}`); a mapping or list setting compares whole.
+    A setting `old` lacks (one a later version added) is not a change."""
+    new = yaml.safe_load(yaml.safe_dump(to_dict(config), sort_keys=False))  # as config.yaml would hold it
+    changes = {}
+    for name, value in new.items():
+        if dataclasses.is_dataclass(getattr(config, name)):
+            saved = old.get(name)
+            pairs = [(f"{name}.{key}", saved, key, item) for key, item in value.items()]
+        else:
+            pairs = [(name, old, name, value)]
+        for dotted, saved, key, item in pairs:
+            if isinstance(saved, dict) and key in saved and saved[key] != item:
+                changes[dotted] = {"from": saved[key], "to": item}
+    return changes
 
 
 def check_resume(run: str | Path, config: Any) -> dict[str, dict[str, Any]]:
@@ -56,8 +61,7 @@ def check_resume(run: str | Path, config: Any) -> dict[str, dict[str, Any]]:
     except yaml.YAMLError as err:
         raise ConfigError(f"{saved} is not valid YAML ({err}); it holds the config the run was trained with. "
                           f"Restore it, or start a new run in another train.out.") from None
-    new = yaml.safe_load(yaml.safe_dump(to_dict(config), sort_keys=False))  # as config.yaml would hold it
-    changes = config_changes(old if isinstance(old, dict) else {}, new)
+    changes = config_changes(old if isinstance(old, dict) else {}, config)
     unsafe = [key for key in changes if key not in SAFE_ON_RESUME]
     if unsafe:
         listed = "; ".join(f"{key} ({changes[key]['from']!r} -> {changes[key]['to']!r})" for key in unsafe)
