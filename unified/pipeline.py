@@ -244,6 +244,9 @@ class UnifiedPipeline:
             raise InputTypeError(f"the known target codes (`target` of infill, `known` of generate) must be integer "
                                  f"codes, -1 where unknown; got {known.dtype} values.")
         known = known.long()
+        if known.numel() and int(known.min()) < -1:
+            raise InputError(f"the known target codes hold {int(known.min())}; give codes >= 0, and -1 where the model "
+                             "must write them.")
         if known.dim() != 2 or len(known) != len(sequences):
             raise InputError(f"`known` must be (B, N) with B = {len(sequences)} rows and -1 where unknown, got shape "
                              f"{tuple(known.shape)}.")
