@@ -18,8 +18,8 @@ from unimask.processor import Processor, SequenceSettings  # noqa: E402
 from unimask.tokenizers.text import TextModality, train_text_tokenizer  # noqa: E402
 from unimask.training.data.format import (CARD_FILE, DataError, DatasetWriter, encode_npy, make_sample,  # noqa: E402
                                           resolve_shards)
-from unimask.training.data.loader import (DataConfig, MixedDataset, SampleStream, StreamConfig,  # noqa: E402
-                                          make_loader, resolve_rank_world)
+from unimask.training.data.config import DataConfig, StreamConfig  # noqa: E402
+from unimask.training.data.loader import MixedDataset, SampleStream, make_loader, resolve_rank_world  # noqa: E402
 from unimask.vocab import VocabError  # noqa: E402
 
 H, D = 4, 2

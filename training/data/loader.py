@@ -48,7 +48,7 @@ from unimask.processor import Processor
 from unimask.registry import get_modality, get_task
 from unimask.sequence import SequenceError, TokenSequence, collate
 
-from .config import DataConfig, StreamConfig
+from .config import DataConfig
 from .format import DataError, ShardReads, SkipCounter, resolve_shards
 
 
