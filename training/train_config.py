@@ -39,13 +39,14 @@ class InitSection:
         starts = [name for name, value in (("causal_lm", self.causal_lm), ("bundle", self.bundle),
                                            ("codebook_embeddings", self.codebook_embeddings)) if value]
         if len(starts) > 1:
-            raise ValueError(f"init.{' and init.'.join(starts)} both set where the weights start; choose one.")
+            raise ConfigError(f"init.{' and init.'.join(starts)} both set where the weights start; choose one.",
+                              key=starts[0])
         check_integer_fields(self, (("lora_rank", 0, math.inf, "0 turns LoRA off"),))
         check_number("lora_alpha", self.lora_alpha, 0, open_low=True, error=ConfigError)
         check_number("lora_dropout", self.lora_dropout, 0, 1, open_high=True, error=ConfigError)
         if self.lora_rank and not (self.bundle or self.causal_lm):
-            raise ValueError("init.lora_rank adapts pretrained weights; give init.bundle (or init.causal_lm) too, or "
-                             "set lora_rank to 0 to train from scratch.")
+            raise ConfigError("init.lora_rank adapts pretrained weights; give init.bundle (or init.causal_lm) too, or "
+                              "set lora_rank to 0 to train from scratch.", key="lora_rank")
 
 
 @dataclass

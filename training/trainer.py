@@ -25,10 +25,10 @@ import torch
 from unimask.atomic import atomic_write_text
 from unimask.bundle import Bundle
 from unimask.config import load_config, save_config
+from unimask.errors import MissingFileError
 from unimask.masking import train_step
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.processor import Processor
-from unimask.errors import MissingFileError
 from unimask.training.checkpoints import (CheckpointError, complete_tags, damage, intact_tag, latest_tag,
                                           remove_orphans, run_processor, save_run_processor)
 from unimask.training.engines import DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, init_distributed

@@ -25,7 +25,8 @@ Robustness. A truncated or unreadable shard, an undecodable image, a missing key
 a text too long for the template is skipped, logged (key and shard) and counted in a `SkipCounter` in shared memory
 (one row per worker, so counts from DataLoader workers reach the trainer: `loader.dataset.skipped()`). Losses are
 counted in samples, per visit of a shard: a shard that fails at open, part way or ends early adds the samples its
-card says it held minus those read, when the visit ends (`format.ShardReads`). It never stops training. A stream that yields no valid sample at all after a full pass over its shards raises.
+card says it held minus those read, when the visit ends (`format.ShardReads`). It never stops training. A stream
+that yields no valid sample at all after a full pass over its shards raises.
 
 Decoded samples (`decode_sample`) are dicts: `key`, `shard`, `meta` (the json), and for every modality of the task
 its value under the modality's name (`text`: a `TextSample`, `image`: uint8 [H, W, 3], `action`: float32 [H, D],
