@@ -60,7 +60,8 @@ def main() -> None:
     from unimask.tokenizers.image import VQImageTokenizer
     from unimask.tokenizers.text import train_text_tokenizer
     from unimask.training.data.format import resolve_shards
-    from unimask.training.data.loader import DataConfig, SampleStream, StreamConfig, make_loader
+    from unimask.training.data.config import DataConfig, StreamConfig
+    from unimask.training.data.loader import SampleStream, make_loader
     from unimask.training.data.pretokenize import pretokenize_shards
     from unimask.training.data.writers.digits import DIGIT_WORDS, digit_captions, write_digits
 

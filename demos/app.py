@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from unimask import InputError
+from unimask import ConfigError, InputError, MissingFileError, check_number
 from unimask.training.plots import action_chunk_plot, frame_strip
 from unimask.training.samples import example_images
 
@@ -33,6 +33,7 @@ from .batching import Batcher, DemoBusyError
 DEFAULT_CHECKPOINT = "runs/quickstart/model"
 MAX_PROMPT_CHARS = 200
 MAX_SEED = 2**31 - 1
+MAX_UPLOAD_PIXELS = 4096 * 4096  # a larger picture is refused before it is decoded: the model reads 64 px anyway
 ROBOT_SEED = 10**8  # evaluation seeds start here; the Meta-World dataset writer never uses them
 # Meta-World's action: end-effector displacement (x, y, z) and gripper effort, each in [-1, 1].
 METAWORLD_ACTION_NAMES = ("x", "y", "z", "gripper")
@@ -68,16 +69,21 @@ def _rgb(image: Any, what: str) -> np.ndarray:
         raise DemoInputError(f"Upload or pick an {what} first.")
     if isinstance(image, dict) and "path" in image:  # an upload as gradio sends it (events run unpreprocessed)
         image = image["path"]
-    if isinstance(image, (str, Path)):
-        from PIL import Image
+    from PIL import Image
 
+    if isinstance(image, (str, Path)):
         try:
             with Image.open(image) as opened:
+                _check_pixels(opened.width, opened.height, what)
                 image = np.asarray(opened.convert("RGB"))
         except (OSError, Image.DecompressionBombError) as err:
             raise DemoInputError(f"The uploaded file is not a picture this demo can read ({type(err).__name__}); "
                                  "upload a PNG or JPEG.") from None
+    if isinstance(image, Image.Image):
+        _check_pixels(image.width, image.height, what)
     array = np.asarray(image)
+    if array.ndim >= 2:
+        _check_pixels(array.shape[1], array.shape[0], what)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
@@ -93,6 +99,12 @@ def _rgb(image: Any, what: str) -> np.ndarray:
             array = array * 255.0  # float pictures in [0, 1]
         array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(array[..., :3])
+
+
+def _check_pixels(width: int, height: int, what: str) -> None:
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise DemoInputError(f"The {what} is {width}x{height} pixels, more than this demo takes "
+                             f"({MAX_UPLOAD_PIXELS:,} pixels, e.g. 4096x4096); upload a smaller picture.")
 
 
 def _robot_envs():
@@ -365,20 +377,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    if not 1 <= args.port <= 65535:
-        print(f"unimask demo: --port must be between 1 and 65535, got {args.port}.", file=sys.stderr)
-        return 2
-    if args.max_batch < 1 or args.max_pending < 1:
-        print("unimask demo: --max-batch and --max-pending must be >= 1.", file=sys.stderr)
-        return 2
+    for flag, value, low, high in (("--port", args.port, 1, 65535), ("--max-batch", args.max_batch, 1, 256),
+                                   ("--max-pending", args.max_pending, 1, 10_000)):
+        check_number(flag, value, low, high, integer=True, error=ConfigError)
     from unimask import UnifiedPipeline
 
     try:
         pipeline = UnifiedPipeline.from_pretrained(args.checkpoint)
-    except FileNotFoundError as err:
-        print(f"unimask demo: {err} Run `unimask quickstart` first, or pass --checkpoint DIR with a folder written by "
-              "`unimask export`.", file=sys.stderr)
-        return 2
+    except MissingFileError as err:
+        raise MissingFileError(f"{err} Run `unimask quickstart` first, or pass --checkpoint DIR with a folder written "
+                               "by `unimask export`.", key="--checkpoint") from None
     app = build_app(pipeline, max_batch=args.max_batch, max_pending=args.max_pending)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"unimask demo: binding to {args.host}: anyone who can reach this machine can use the demo.")

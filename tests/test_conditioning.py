@@ -149,5 +149,5 @@ def test_whole_target_masking_and_per_task_condition_dropout(processor):
     assert 0.45 < np.mean(whole) < 0.6  # 50% forced, plus the few uniform draws that mask everything
     with pytest.raises(ValueError, match="target_copies"):
         MaskingConfig(target_copies={"vla": 0})
-    with pytest.raises(KeyError, match="unknown task 'caption'"):
+    with pytest.raises(ValueError, match="`full_mask` must be one of 't2i', 'i2t', 'vla', 'lm', got 'caption'"):
         MaskingConfig(full_mask={"caption": 0.2})

@@ -18,8 +18,8 @@ from unimask.processor import Processor, SequenceSettings  # noqa: E402
 from unimask.tokenizers.text import TextModality, train_text_tokenizer  # noqa: E402
 from unimask.training.data.format import (CARD_FILE, DataError, DatasetWriter, encode_npy, make_sample,  # noqa: E402
                                           resolve_shards)
-from unimask.training.data.loader import (DataConfig, MixedDataset, SampleStream, StreamConfig,  # noqa: E402
-                                          make_loader, resolve_rank_world)
+from unimask.training.data.config import DataConfig, StreamConfig  # noqa: E402
+from unimask.training.data.loader import MixedDataset, SampleStream, make_loader, resolve_rank_world  # noqa: E402
 from unimask.vocab import VocabError  # noqa: E402
 
 H, D = 4, 2
@@ -314,7 +314,7 @@ def test_stream_text_first_gives_one_canonical_wording(tmp_path):
 
     assert first_tokens("first") == {text_ids("item")[0]}
     assert first_tokens("stored") == {text_ids("thing")[0]}
-    with pytest.raises(DataError, match="stream text must be one of"):
+    with pytest.raises(DataError, match="`text` must be one of"):
         StreamConfig(str(tmp_path / "d"), "lm", text="canonical")
 
 

@@ -72,10 +72,18 @@ def test_tab_functions_return_what_the_widgets_show(pipe):
     (lambda d: d.actions("fly-v3"), "Pick a task from the list"),
     (lambda d: d.actions("reach-v3", steps=9), "`steps` must be a whole number between 1 and 8"),
     (lambda d: d.episode("reach-v3", max_steps=0), "`max_steps` must be a whole number between 1 and 500"),
+    (lambda d: d.caption(Image.new("L", (6000, 6000))), "6000x6000 pixels, more than this demo takes"),
+    (lambda d: d.caption(np.zeros((5000, 4000), np.uint8)), "4000x5000 pixels, more than this demo takes"),
 ])
 def test_bad_inputs_get_a_message_naming_the_fix(pipe, call, message):
     with pytest.raises(DemoInputError, match=message):
         call(DemoFunctions(pipe))
+
+
+def test_a_picture_file_too_large_is_refused_before_it_is_decoded(pipe, tmp_path):
+    Image.new("1", (4097, 4097)).save(tmp_path / "big.png")
+    with pytest.raises(DemoInputError, match="4097x4097 pixels, more than this demo takes"):
+        DemoFunctions(pipe).caption(str(tmp_path / "big.png"))
 
 
 def test_scripts_run_on_a_checkpoint(bundle_dir, tmp_path, capsys):

@@ -47,7 +47,8 @@ def test_eval_cli_rejects_unknown_task(setup, capsys):
     from unimask.cli import main
 
     assert main(["eval", str(setup / "model"), "--task", "poetry", "--data", str(setup / "data")]) == 2
-    assert "unknown --task" in capsys.readouterr().err
+    assert "error: `--task` must be one of 'caption', 't2i', 'shapes', 'vla', 'clip', 'all', got 'poetry'" in \
+        capsys.readouterr().err
 
 
 def test_clip_task_scores_generated_pairs_beside_references(setup):

@@ -1,6 +1,7 @@
 """Fuzzing the pipeline API with hypothesis: every call either answers well (strings, images, finite actions of the
-right shape) or raises an `InputError` (the documented family, `InputTypeError` included) — never another
-exception, never silent garbage, never a hang (each call has a deadline; steps are bounded by the target's tokens).
+right shape, infilled codes that keep the given ones) or raises an `InputError` (the documented family,
+`InputTypeError` included) — never another exception, never silent garbage (a non-integer infill target or an
+unknown task is never answered), never a hang (each call has a deadline; steps are bounded by the target's tokens).
 
 300 cases run by default; `-m slow` runs 1,200 more."""
 
@@ -97,8 +98,34 @@ def check_act(pipe, imgs, instructions, state, n_steps, seed, remask, executed):
             assert np.array_equal(out[:, :1], tokenizer.decode(tokenizer.encode(np.asarray(executed, np.float32))))
 
 
+def check_infill(pipe, task, condition, target, n_steps, seed):
+    out = checked(lambda: pipe.infill(task, condition, target, steps=n_steps, seed=seed))
+    if out is not None:
+        given = np.asarray(target)
+        assert task == "vla" and given.dtype.kind in "iu", f"answered task {task!r} with a {given.dtype} target"
+        assert tuple(out.shape) == given.shape and bool(((out >= 0) & (out < 16)).all())
+        assert np.array_equal(out.numpy()[given >= 0], given[given >= 0])
+
+
+def check_generate(pipe, task, prompts, n_steps):
+    out = checked(lambda: pipe.generate(task, {"prompt": prompts}, steps=n_steps))
+    if out is not None:
+        assert task == "t2i" and len(out) == len(prompts)
+
+
+@st.composite
+def targets(draw, rows):
+    codes = np.where(draw(st.lists(st.booleans(), min_size=8 * rows, max_size=8 * rows)), -1,
+                     draw(st.lists(st.integers(0, 15), min_size=8 * rows, max_size=8 * rows))).reshape(rows, 8)
+    if draw(st.booleans()):
+        return codes
+    bad = draw(st.sampled_from(["float", "half", "bool", "high", "low", "shape", "text"]))
+    return {"float": codes.astype(np.float64), "half": codes + 0.5, "bool": codes >= 0, "high": codes * 0 + 16,
+            "low": codes * 0 - 2, "shape": codes[:, :7], "text": "codes"}[bad]
+
+
 def fuzz(pipe, data):
-    which = data.draw(st.sampled_from(["caption", "image", "act"]))
+    which = data.draw(st.sampled_from(["caption", "image", "act", "infill", "generate"]))
     seed = data.draw(mostly(st.integers(0, 100), st.one_of(st.integers(-5, 2**70), numbers)))
     if which == "caption":
         imgs = data.draw(mostly(st.lists(images(), min_size=1, max_size=3), st.one_of(st.just([]), images())))
@@ -106,6 +133,14 @@ def fuzz(pipe, data):
     elif which == "image":
         prompts = data.draw(mostly(st.lists(texts, min_size=1, max_size=3), st.one_of(st.just([]), texts)))
         check_image(pipe, prompts, data.draw(steps), data.draw(guidance), seed, data.draw(guidance))
+    elif which == "infill":
+        task = data.draw(mostly(st.just("vla"), st.one_of(st.sampled_from(["t2i", "foo", ""]), st.integers())))
+        frame = np.full((32, 32, 3), data.draw(st.integers(0, 255)), np.uint8)
+        condition = {"image": [frame], "instruction": ["open the drawer"], "state": np.zeros((1, 3))}
+        check_infill(pipe, task, condition, data.draw(targets(1)), data.draw(steps), seed)
+    elif which == "generate":
+        task = data.draw(mostly(st.just("t2i"), st.one_of(st.text(max_size=5), st.integers(), st.none())))
+        check_generate(pipe, task, ["the digit seven"], data.draw(steps))
     else:
         count = data.draw(mostly(st.integers(1, 3), st.just(0)))
         imgs = [data.draw(images()) for _ in range(count)]

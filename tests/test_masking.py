@@ -45,7 +45,7 @@ def test_schedules_endpoints_and_cosine_formula():
         assert p[0] == 0 and torch.isclose(p[-1], torch.tensor(1.0)) and (p.diff() > 0).all()
     # MaskGIT: mask ratio cos(pi/2 * r) with r = 1 - t.
     torch.testing.assert_close(get_mask_schedule("cosine")(t), torch.cos(math.pi / 2 * (1 - t)), atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match="unknown mask schedule"):
+    with pytest.raises(ValueError, match=r"`schedules.image` must be one of 'linear', 'cosine', 'pow2'.*'zigzag'"):
         MaskingConfig(schedules={"image": "zigzag"})
 
 

@@ -77,6 +77,28 @@ def test_bad_inputs_name_the_argument(pipe):
         pipe.act(frames(2), ["x"], state=np.zeros((2, 3)))
 
 
+def test_loose_ends_of_the_api_raise_the_documented_errors(pipe, tmp_path):
+    from unimask import InputError, InputTypeError
+
+    condition = {"image": frames(1), "instruction": ["open the drawer"], "state": np.zeros((1, 3))}
+    for target in (torch.full((1, 8), 0.5), np.full((1, 8), 1.0), [[True] * 8]):
+        with pytest.raises(InputTypeError, match="must be integer codes, -1 where unknown"):
+            pipe.infill("vla", condition, target)
+    with pytest.raises(InputTypeError, match="must be an integer array"):
+        pipe.infill("vla", condition, [[1, "two"]])
+    with pytest.raises(InputError, match="unknown task 'foo'; the registered tasks are"):
+        pipe.generate("foo", {})
+    with pytest.raises(InputError, match="unknown task"):
+        pipe.generate(["t2i"], {})
+    with pytest.raises(InputTypeError, match=r"`directory` must be a folder path .* got NoneType"):
+        UnifiedPipeline.from_pretrained(None)
+    with pytest.raises(InputError, match="does not exist") as missing:
+        UnifiedPipeline.from_pretrained(tmp_path / "nothing")
+    assert isinstance(missing.value, FileNotFoundError)
+    with pytest.raises(InputTypeError, match="`bundle` must be a unimask Bundle"):
+        UnifiedPipeline("runs/model")
+
+
 def test_one_seed_per_input_gives_each_input_its_own_output_alone_or_batched(pipe):
     both = pipe.text_to_image(["a red square", "the digit seven"], steps=4, seed=[11, 12], return_trajectory=True)
     alone = pipe.text_to_image(["the digit seven"], steps=4, seed=12, return_trajectory=True)

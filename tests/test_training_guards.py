@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trainer_fixtures import make_setup, write_config
-from unimask.config import load_config
+from unimask.config import ConfigError, load_config
 from unimask.training.checkpoints import CheckpointError, latest_tag
 from unimask.training.train_config import TrainConfig
 from unimask.training.trainer import Trainer, TrainingDiverged
@@ -84,3 +84,69 @@ def test_export_refuses_a_model_with_non_finite_parameters(tmp_path):
         bundle.model.blocks[0].mlp.up_proj.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite parameters"):
         bundle.save(tmp_path / "bad")
+
+
+def test_resume_refuses_a_changed_setting_naming_it_before_anything_changes(setup, finished, tmp_path, capsys):
+    from unimask.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"model.d_model \(64 -> 32\);.* optim.weight_decay \(0.01 -> 0.1\).*Set "
+                                          r"them back to resume, or start a new run"):
+        trainer_for(setup, run, "model.d_model=32", "optim.weight_decay=0.1")
+    assert (run / "config.yaml").read_text() == before and not (run / "resumes.jsonl").exists()
+    assert main(["train", "--config", str(write_config(setup, run, steps=12)), "data.seed=5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "data.seed (0 -> 5)" in err and "Traceback" not in err
+
+
+def test_resume_applies_and_records_a_new_learning_rate_and_length(setup, finished, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    trainer = trainer_for(setup, run, "optim.lr=0.0005", "train.steps=14")
+    assert trainer.step == 12 and trainer.engine.scheduler.base_lrs == [0.0005, 0.0005]
+    assert trainer.engine.get_lr() == pytest.approx(0.0005 * trainer.lr_factor(12))
+    trainer.train()
+    assert trainer.step == 14
+    (record,) = [json.loads(line) for line in (run / "resumes.jsonl").read_text().splitlines()]
+    assert record["step"] == 12 and record["checkpoint"] == "step00000012"
+    assert record["resume_changes"]["optim.lr"] == {"from": 0.003, "to": 0.0005}
+    assert record["resume_changes"]["train.steps"] == {"from": 12, "to": 14}
+    assert set(record["resume_changes"]) == {"optim.lr", "train.steps", "train.out"}
+    assert load_config(run / "config.yaml", TrainConfig).optim.lr == 0.0005
+
+
+def test_a_copied_run_exports_without_the_folders_its_config_names(finished, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from unimask.bundle import load_bundle
+    from unimask.cli import main
+    from unimask.errors import MissingFileError
+    from unimask.training.trainer import export_checkpoint
+
+    copy = tmp_path / "elsewhere" / "run"
+    shutil.copytree(finished, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["tokenizers"] = {name: f"/nowhere/{name}" for name in config["tokenizers"]}  # as on another machine
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "elsewhere/run", "--out", "bundle"]) == 0
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.tasks == ["i2t", "t2i"] and bundle.vocab.has("image")
+    shutil.rmtree(copy / "processor")  # a run written before runs kept their own copy
+    with pytest.raises(MissingFileError, match="tokenizers.text = /nowhere/text"):
+        export_checkpoint(copy, tmp_path / "again")
+    assert main(["export", str(tmp_path / "no-run"), "--out", "x"]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_config_changes_compare_settings_the_saved_config_has():
+    from unimask.config import from_dict, to_dict
+    from unimask.training.resume import config_changes
+
+    config = from_dict(TrainConfig, {"masking": {"condition_dropout": {"t2i": 0.2}}, "optim": {"lr": 0.01}})
+    saved = to_dict(TrainConfig())
+    del saved["train"]["max_nonfinite_steps"]  # a setting a later version added: not a change
+    assert config_changes(saved, config) == {"masking.condition_dropout": {"from": {}, "to": {"t2i": 0.2}},
+                                             "optim.lr": {"from": 0.001, "to": 0.01}}

@@ -9,42 +9,37 @@
 - Rotation keeps the newest `keep_last` complete checkpoints. The trainer never writes a checkpoint whose parameters
   are not finite, so rotation never removes the last finite one.
 - Temporary files of an interrupted atomic write (`.<name>.<random>.tmp`) are removed when a run starts.
+- The run keeps its own copy of the processor (`<run>/processor/`: every tokenizer, the vocabulary and the sequence
+  settings), so `unimask export` of a run copied or moved anywhere needs nothing outside it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import warnings
 from pathlib import Path
 
-from unimask.atomic import atomic_write_text
+from typing import Any
+
+from unimask.atomic import atomic_write_text, file_digests, read_json
+from unimask.errors import InputError, MissingFileError
+from unimask.processor import Processor
 
 LATEST = "LATEST"
 COMPLETE = "complete.json"
+PROCESSOR = "processor"  # <run>/processor/: the run's own copy of its tokenizers, vocabulary and sequence settings
+PROCESSOR_SETTINGS = "processor.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """No usable checkpoint, or a checkpoint that fails its checks; the message says which and why."""
-
-
-def file_digests(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file below `folder` (but `complete.json`), by relative path."""
-    digests = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != COMPLETE):
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digests[str(path.relative_to(folder))] = digest.hexdigest()
-    return digests
 
 
 def write_marker(directory: Path, tag: str, step: int, keep_last: int) -> None:
     """Mark `tag` complete (with its files' checksums), point LATEST at it, then drop the oldest beyond keep_last."""
-    atomic_write_text(directory / tag / COMPLETE, json.dumps({"step": step, "files": file_digests(directory / tag)},
-                                                             indent=1))
+    files = file_digests(directory / tag, skip=(COMPLETE,))
+    atomic_write_text(directory / tag / COMPLETE, json.dumps({"step": step, "files": files}, indent=1))
     atomic_write_text(directory / LATEST, tag)
     tags = complete_tags(directory)
     for old in tags[:-keep_last] if keep_last > 0 else []:
@@ -65,7 +60,7 @@ def damage(directory: Path, tag: str) -> str | None:
         return f"its {COMPLETE} is unreadable ({err})"
     if recorded is None:
         return None  # written before checksums were recorded: nothing to compare
-    found = file_digests(Path(directory) / tag)
+    found = file_digests(Path(directory) / tag, skip=(COMPLETE,))
     missing = sorted(set(recorded) - set(found))
     changed = sorted(name for name in recorded if name in found and found[name] != recorded[name])
     if missing or changed:
@@ -120,3 +115,26 @@ def remove_orphans(directory: str | Path) -> list[Path]:
         path.unlink()
     return removed
 
+
+
+def save_run_processor(processor: Processor, run: str | Path) -> Path:
+    """Write the run's own copy of `processor` into `<run>/processor/`."""
+    folder = Path(run) / PROCESSOR
+    settings = processor.save(folder)
+    atomic_write_text(folder / PROCESSOR_SETTINGS, json.dumps(settings, indent=2))
+    return folder
+
+
+def run_processor(run: str | Path, config: Any) -> Processor:
+    """The processor a run trained with: its own copy; a run written before runs kept one reads the tokenizer folders
+    its config names (relative paths from the current folder)."""
+    folder = Path(run) / PROCESSOR
+    if (folder / PROCESSOR_SETTINGS).is_file():
+        return Processor.load(folder, read_json(folder / PROCESSOR_SETTINGS, InputError, "a run's processor settings"))
+    missing = [f"tokenizers.{name} = {path}" for name, path in config.tokenizers.items()
+               if path and not Path(path).exists()]
+    if missing:
+        raise MissingFileError(f"{run} keeps no copy of its tokenizers ({PROCESSOR}/) and its config names folders "
+                               f"that are not here: {'; '.join(missing)}. Run the command from the folder the run was "
+                               "trained from, or resume the run once with this version to give it its copy.")
+    return Processor.from_folders(config.tokenizers, config.sequence, config.model.encoders)

@@ -26,6 +26,7 @@ import torch
 from unimask.atomic import read_json
 from unimask.bundle import SETTINGS_FILE
 from unimask.config import to_dict
+from unimask.errors import ConfigError, MissingFileError
 from unimask.model import CONFIG_FILE, MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.processor import SequenceSettings, tokenizer_folder
 from unimask.registry import get_modality
@@ -57,9 +58,9 @@ def resolve_bundle_init(config: Any) -> Any:
     directory = Path(config.init.bundle)
     for name in (CONFIG_FILE, SETTINGS_FILE):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"init.bundle: {directory} has no {name}; give a folder written by `unimask "
-                                    "export` (or a run's model/ folder).")
-    saved = read_json(directory / SETTINGS_FILE, ValueError, "a unimask bundle's settings")
+            raise MissingFileError(f"init.bundle: {directory} has no {name}; give a folder written by `unimask "
+                                   "export` (or a run's model/ folder).", key="init.bundle")
+    saved = read_json(directory / SETTINGS_FILE, ConfigError, "a unimask bundle's settings")
     model = MaskedDiffusionConfig(**json.loads((directory / CONFIG_FILE).read_text()))
     sequence = SequenceSettings(**saved["sequence"])
     conflicts = _conflicts("model", config.model, MaskedDiffusionConfig(), model, skip=("vocab_size",))
@@ -70,7 +71,7 @@ def resolve_bundle_init(config: Any) -> Any:
                   for name, folder in config.tokenizers.items()
                   if folder and not _same_files(folder, folders.get(name))]
     if conflicts:
-        raise ValueError("init.bundle takes the architecture, tokenizers and sequence settings from "
+        raise ConfigError("init.bundle takes the architecture, tokenizers and sequence settings from "
                          f"{directory}, but the config sets " + "; ".join(conflicts) + ". Drop these keys: a "
                          "fine-tuned model must read and write the codes its bundle did.")
     return replace(config, model=replace(model, vocab_size=0), tokenizers=folders, sequence=sequence)

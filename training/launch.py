@@ -13,11 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from unimask.errors import ConfigError, InputError, MissingFileError, check_number
 from unimask.training.engines import free_port, launched_as_a_rank
+from unimask.training.resume import check_resume
+
+MAX_WORLD = 1_000_000  # ranks --dry-run may assume
 
 
 def available_cores() -> int:
@@ -32,9 +37,37 @@ def local_ranks(config: Any) -> int:
     return config.train.ranks or available_cores()
 
 
+def check_before_training(config: Any) -> None:
+    """What a config needs from outside it, checked before any training starts: the tokenizer folders, datasets,
+    DeepSpeed JSON and causal LM it names exist (a missing one is refused naming its key), it lists at least one
+    stream, and its model fits the tokenizers (`check_model_fits`)."""
+    from unimask.processor import Processor
+    from unimask.training.data.format import resolve_shards
+    from unimask.training.train_config import check_model_fits
+
+    named = [(f"tokenizers.{name}", folder) for name, folder in config.tokenizers.items() if folder]
+    named += [(key, path) for key, path in (("train.deepspeed", config.train.deepspeed),
+                                            ("init.causal_lm", config.init.causal_lm)) if path]
+    for key, path in named:
+        if not os.path.exists(path):
+            raise MissingFileError(f"`{key}` names {path}, which does not exist (relative paths start from "
+                                   f"{Path.cwd()}).", key=key)
+    if not config.data.streams:
+        raise ConfigError("`data.streams` is empty: list at least one {dataset: DIR, task: t2i|i2t|vla|lm}.",
+                          key="data.streams")
+    for index, stream in enumerate(config.data.streams):
+        try:
+            resolve_shards(stream.dataset, stream.split)
+        except InputError as err:
+            raise ConfigError(f"`data.streams[{index}]`: {err}", key=f"data.streams[{index}]") from None
+    check_model_fits(config, Processor.from_folders(config.tokenizers, config.sequence, config.model.encoders))
+
+
 def run_training(config: Any, export: str | None = None, stop_after: int | None = None) -> dict[str, Any]:
     """Train (resuming if the run folder has a checkpoint) and export when the last step is reached; returns rank 0's
-    final metrics, with `step`, `ranks` and `export`."""
+    final metrics, with `step`, `ranks` and `export`. A resume that changes a setting it must not is refused here,
+    before any rank starts."""
+    check_resume(config.train.out, config)
     ranks = local_ranks(config)
     if ranks == 1:
         return {**_train(config, export, stop_after), "ranks": 1}
@@ -91,6 +124,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from unimask.training.trainer import export_checkpoint
 
+    if args.tag is not None and (Path(args.tag).name != args.tag or args.tag in ("", ".", "..")):
+        raise ConfigError(f"`--tag` must name a checkpoint folder such as step00001000, got {args.tag!r}.", key="--tag")
     print(f"exported to {export_checkpoint(args.run, args.out, args.tag)}")
     return 0
 
@@ -99,6 +134,9 @@ def _run_train(args: argparse.Namespace) -> int:
     from unimask.config import load_config
     from unimask.training.train_config import TrainConfig
 
+    check_number("--stop-after", args.stop_after, 0, integer=True, fix="0 trains to train.steps", error=ConfigError)
+    check_number("--world-size", args.world_size, 0, MAX_WORLD, integer=True, fix="0 takes the launcher's",
+                 error=ConfigError)
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
     shortcuts = [f"init.bundle={args.init_from}"] * bool(args.init_from)
     shortcuts += [f"init.lora_rank={args.lora_rank}"] * (args.lora_rank is not None)
@@ -112,6 +150,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
         print_estimate(config, args.world_size or int(os.environ.get("WORLD_SIZE", 1)))
         return 0
+    check_before_training(config)
     result = run_training(config, args.export or None, args.stop_after or None)
     if int(os.environ.get("RANK", 0)) == 0:
         if result["export"]:

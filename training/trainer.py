@@ -24,18 +24,20 @@ import torch
 from unimask.atomic import atomic_write_text
 from unimask.bundle import Bundle
 from unimask.config import load_config, save_config
+from unimask.errors import MissingFileError
 from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
 from unimask.processor import Processor
 from unimask.registry import tasks
 from unimask.training.checkpoints import (CheckpointError, complete_tags, damage, intact_tag, latest_tag,
-                                          remove_orphans)
+                                          remove_orphans, run_processor, save_run_processor)
 from unimask.training.engines import (DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, fused_adamw,
                                       init_distributed)
 from unimask.training.finetune import (add_lora, export_state, load_bundle_weights, resolve_bundle_init,
                                        trainable_summary)
+from unimask.training.resume import apply_learning_rate, check_resume, record_resume
 from unimask.training.step import train_step
 from unimask.training.timing import StepTimer
-from unimask.training.train_config import TrainConfig
+from unimask.training.train_config import TrainConfig, check_model_fits, trained_tasks
 from unimask.training.utilization import encoded_rows, mfu, peak_flops, step_flops
 from unimask.training.window import LogWindow
 
@@ -49,9 +51,7 @@ def build_model(config: TrainConfig, processor: Processor, seed: int) -> MaskedD
     vocab = processor.vocab
     encoders = {name: {**spec, "id": vocab.range_of(name)[0]} for name, spec in config.model.encoders.items()}
     model_config = replace(config.model, vocab_size=vocab.size, encoders=encoders)
-    if config.model.vocab_size not in (0, vocab.size):
-        raise ValueError(f"model.vocab_size is {config.model.vocab_size} but the tokenizers make a vocabulary of "
-                         f"{vocab.size}; leave model.vocab_size out (it is taken from the tokenizers).")
+    check_model_fits(config, processor)
     if config.init.causal_lm:
         model = MaskedDiffusionTransformer.from_causal_lm(config.init.causal_lm, vocab.size,
                                                           attention=model_config.attention,
@@ -155,6 +155,7 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.window = LogWindow(list(tasks()), self.device)
         self.peak = tc.peak_flops or peak_flops(self.device, torch.bfloat16 if self.bf16 else torch.float32)
+        self._resume()  # before config.yaml is rewritten: a resume is checked against the config the run had
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             for orphan in remove_orphans(self.out):
@@ -165,8 +166,8 @@ class Trainer:
                       f"train ({100 * counts['fraction']:.1f}%)")
             save_config(config, self.out / "config.yaml")
             self.vocab.save(self.out)
+            save_run_processor(self.processor, self.out)
             atomic_write_text(self.out / "model_config.json", json.dumps(asdict(model.config), indent=2))
-        self._resume()
 
     def lr_factor(self, step: int) -> float:
         o = self.config.optim
@@ -193,10 +194,12 @@ class Trainer:
         self.engine.save(self.checkpoints, f"step{self.step:08d}", self._client_state(), self.config.train.keep_last)
 
     def _resume(self) -> None:
+        changes = check_resume(self.out, self.config)
         tag = intact_tag(self.checkpoints)
         if tag is None:
             return
         state = self.engine.load(self.checkpoints, tag)
+        apply_learning_rate(self.engine.scheduler, self.config.optim.lr, self.lr_factor)
         self.step, self.consumed = int(state["step"]), int(state["consumed"])
         self.masking_generator.set_state(state["masking_generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -208,6 +211,7 @@ class Trainer:
         if self.rank == 0:
             self._forget_metrics_after(self.step)
             print(f"resumed from {self.checkpoints / tag} at step {self.step}")
+            record_resume(self.out, self.step, tag, changes)
 
     def _forget_metrics_after(self, step: int) -> None:
         """metrics.jsonl keeps one line per logged step: lines written after the checkpoint resumed from go."""
@@ -377,7 +381,8 @@ class Trainer:
         return self.bundle(model.eval()).save(directory)
 
     def bundle(self, model: MaskedDiffusionTransformer) -> Bundle:
-        return Bundle(model, self.processor, mask_schedules(self.config, self.vocab))
+        return Bundle(model, self.processor, mask_schedules(self.config, self.vocab),
+                      tasks=trained_tasks(self.config))
 
 
 def export_checkpoint(run: str | Path, out: str | Path, tag: str | None = None) -> Path:
@@ -385,26 +390,29 @@ def export_checkpoint(run: str | Path, out: str | Path, tag: str | None = None) 
     an inference bundle, without the engine (ZeRO shards of any stage are merged with DeepSpeed's fp32
     consolidation)."""
     run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise MissingFileError(f"{run} is not a run folder (it has no config.yaml); give the train.out of a run.")
     config = load_config(run / "config.yaml", TrainConfig)
     checkpoints = run / "checkpoints"
     if tag is not None and tag not in complete_tags(checkpoints):
-        raise FileNotFoundError(f"{checkpoints / tag} is not a complete checkpoint; the complete ones are "
-                                f"{complete_tags(checkpoints)}.")
+        raise CheckpointError(f"{checkpoints / tag} is not a complete checkpoint; the complete ones are "
+                              f"{complete_tags(checkpoints)}.")
     if tag is not None and damage(checkpoints, tag):
         raise CheckpointError(f"checkpoint {checkpoints / tag} is damaged: {damage(checkpoints, tag)}.")
     tag = tag or intact_tag(checkpoints)
     if tag is None:
-        raise FileNotFoundError(f"{run} has no complete checkpoint under checkpoints/.")
+        raise CheckpointError(f"{run} has no complete checkpoint under checkpoints/; train (or resume) it first.")
     if (checkpoints / tag / "state.pt").is_file():
         state = torch.load(checkpoints / tag / "state.pt", map_location="cpu", weights_only=True)["model"]
     else:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag)
-    processor = Processor.from_folders(config.tokenizers, config.sequence, config.model.encoders)
+    processor = run_processor(run, config)
     model = MaskedDiffusionTransformer(MaskedDiffusionConfig(**json.loads((run / "model_config.json").read_text())))
     state = export_state(state, config.init)
     if "lm_head.weight" not in state and model.config.tie_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     model.load_state_dict(state)
-    return Bundle(model.eval(), processor, mask_schedules(config, processor.vocab)).save(out)
+    bundle = Bundle(model.eval(), processor, mask_schedules(config, processor.vocab), tasks=trained_tasks(config))
+    return bundle.save(out)

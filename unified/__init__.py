@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 __version__ = "0.1.0"
 
 from .config import Setting  # noqa: E402
-from .errors import InputError, InputTypeError  # noqa: E402
+from .errors import ConfigError, InputError, InputTypeError, MissingFileError, check_number  # noqa: E402
 from .modality import Modality, Segment, TaskTemplate, VocabError  # noqa: E402
 from .model import MaskedDiffusionConfig, MaskedDiffusionOutput, MaskedDiffusionTransformer, PrefixCache  # noqa: E402
 from .registry import get_modality, get_task, register_modality, register_task  # noqa: E402
@@ -18,11 +18,13 @@ from .sequence import SequenceBatch, SequenceBuilder, TokenSequence, collate  # 
 from .vocab import UnifiedVocab  # noqa: E402
 
 __all__ = [
+    "ConfigError",
     "InputError",
     "InputTypeError",
     "MaskedDiffusionConfig",
     "MaskedDiffusionOutput",
     "MaskedDiffusionTransformer",
+    "MissingFileError",
     "Modality",
     "PrefixCache",
     "Segment",
@@ -34,6 +36,7 @@ __all__ = [
     "UnifiedPipeline",
     "UnifiedVocab",
     "VocabError",
+    "check_number",
     "collate",
     "get_modality",
     "get_task",

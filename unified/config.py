@@ -19,13 +19,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import InputError
+from .errors import ConfigError
 
 T = TypeVar("T")
-
-
-class ConfigError(InputError):
-    """A configuration value or key is wrong; the message names its dotted path."""
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -84,7 +80,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
     """Build dataclass `cls` from a plain dict, recursing into nested dataclasses; unknown keys raise."""
     types_by_name = _field_types(cls)
-    unknown = sorted(set(data) - set(types_by_name))
+    unknown = sorted(set(data) - set(types_by_name), key=str)
     if unknown:
         where = f"{path}." if path else ""
         known = ", ".join(sorted(types_by_name))
@@ -95,10 +91,14 @@ def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
         kwargs[name] = _convert(value, types_by_name[name], dotted)
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{path or cls.__name__}: {err}") from None
+        key = getattr(err, "key", None)
+        if path and key and key.split(".")[0] in types_by_name:  # a field's check names it (`steps`): add the path
+            dotted = f"{path}.{key}"
+            raise ConfigError(str(err).replace(f"`{key}`", f"`{dotted}`", 1), key=dotted) from None
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{path or cls.__name__}: {err}", key=key) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +156,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key}: {part} is not a mapping.")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _parse_yaml(raw, f"override {key}")
     return data
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: {text[:80]!r} is not valid YAML ({str(err).splitlines()[0]}).") from None
 
 
 def check_renamed(data: dict[str, Any], renamed: dict[str, tuple[str, str]]) -> None:
@@ -181,7 +188,7 @@ def load_config(path: str | Path, cls: type[T], overrides: list[str] | None = No
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist.")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = _parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a YAML mapping at the top level, got {type(data).__name__}.")
     data = apply_overrides(data, overrides or [])

@@ -15,11 +15,16 @@ behaviour cloning from few demonstrations most; it is applied per image, in trai
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .errors import ConfigError, check_choice, check_integer_fields, check_number
+
+MAX_RESOLUTION = 1024  # pixels on a side of an encoder's input
 
 
 @dataclass
@@ -31,18 +36,21 @@ class PixelEncoderConfig:
     id: int = -1  # the placeholder token id whose positions receive the encoder's tokens (set from the vocabulary)
 
     def __post_init__(self) -> None:
+        check_integer_fields(self, (("resolution", 8, MAX_RESOLUTION, "the side the pixels are resized to"),
+                                    ("tokens", 1, 4096, "a square number such as 16"),
+                                    ("shift", 0, 64, "0 turns the augmentation off")))
         side = math.isqrt(self.tokens)
-        if self.tokens < 1 or side * side != self.tokens:
-            raise ValueError(f"`tokens` must be a square number (4, 16, 64, ...), got {self.tokens}.")
-        if not self.channels or any(c < 1 for c in self.channels):
-            raise ValueError(f"`channels` must be a non-empty list of widths >= 1, got {self.channels}.")
+        if side * side != self.tokens:
+            raise ConfigError(f"`tokens` must be a square number (4, 16, 64, ...), got {self.tokens}.", key="tokens")
+        if not isinstance(self.channels, list) or not self.channels:
+            raise ConfigError(f"`channels` must be a non-empty list of widths, got {self.channels!r}.", key="channels")
+        for width in self.channels:
+            check_number("channels", width, 1, 8192, integer=True, error=ConfigError)
         grid = self.resolution // 2 ** len(self.channels)
         if grid < side:
-            raise ValueError(f"{len(self.channels)} stride-2 convolutions leave a {grid}x{grid} map from "
-                             f"{self.resolution} px, fewer cells than the {side}x{side} tokens; use fewer channels "
-                             "entries or fewer tokens.")
-        if self.shift < 0:
-            raise ValueError(f"`shift` must be >= 0, got {self.shift}.")
+            raise ConfigError(f"{len(self.channels)} stride-2 convolutions leave a {grid}x{grid} map from "
+                              f"{self.resolution} px, fewer cells than the {side}x{side} tokens; use fewer "
+                              "`channels` entries or fewer tokens.", key="channels")
 
 
 def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
@@ -115,11 +123,20 @@ def place_encoded(x: torch.Tensor, input_ids: torch.Tensor, name: str, values: t
 ENCODERS = {"conv": (PixelEncoderConfig, ConvPixelEncoder)}
 
 
-def build_encoder(spec: dict, d_model: int) -> nn.Module:
-    """The encoder a model config's `encoders[name]` entry describes (`kind` picks it, the rest are its settings)."""
+def encoder_config(spec: dict) -> Any:
+    """The checked settings of a model config's `encoders[name]` entry (`kind` picks the encoder, the rest are its
+    settings); a wrong kind, an unknown key or a bad value raises `ConfigError` naming it."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"an encoder entry must be a mapping of settings, got {spec!r}.")
     settings = dict(spec)
-    kind = settings.pop("kind", "conv")
-    if kind not in ENCODERS:
-        raise ValueError(f"unknown encoder kind {kind!r}; known: {sorted(ENCODERS)}.")
-    config_class, module_class = ENCODERS[kind]
-    return module_class(config_class(**settings), d_model)
+    config_class = ENCODERS[check_choice("kind", settings.pop("kind", "conv"), tuple(ENCODERS), error=ConfigError)][0]
+    unknown = sorted(set(settings) - {f.name for f in fields(config_class)}, key=str)
+    if unknown:
+        raise ConfigError(f"unknown encoder setting {unknown[0]!r}; the known ones are "
+                          f"{sorted(f.name for f in fields(config_class))}.", key=str(unknown[0]))
+    return config_class(**settings)
+
+
+def build_encoder(spec: dict, d_model: int) -> nn.Module:
+    """The encoder a model config's `encoders[name]` entry describes."""
+    return ENCODERS[spec.get("kind", "conv")][1](encoder_config(spec), d_model)

@@ -23,12 +23,14 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .registry import get_modality, get_task, modalities, tasks
+from .errors import ConfigError, check_choice, check_number
+from .registry import get_modality, modalities, tasks
 from .sequence import TARGET, SequenceBatch, repeat_targets
 from .vocab import UnifiedVocab
 
 MaskSchedule = Callable[[torch.Tensor], torch.Tensor]
 MASK_SCHEDULES: dict[str, MaskSchedule] = {}
+MAX_TARGET_COPIES = 64  # masked copies of a target per condition pass (each copy lengthens the sequence)
 
 
 def register_mask_schedule(name: str):
@@ -77,26 +79,27 @@ class MaskingConfig:
     ordinal_sigma: dict[str, float] = field(default_factory=dict)  # modality -> Gaussian target width in codes
 
     def __post_init__(self) -> None:
-        if not 0 < self.eps < 1:
-            raise ValueError(f"`eps` must be in (0, 1), got {self.eps}.")
-        for name, values, low, high in (("p_uncond", {"*": self.p_uncond}, 0, 1),
-                                        ("condition_dropout", self.condition_dropout, 0, 1),
-                                        ("full_mask", self.full_mask, 0, 1.0000001)):
+        check_number("eps", self.eps, 0, 1, open_low=True, open_high=True, error=ConfigError)
+        check_number("p_uncond", self.p_uncond, 0, 1, open_high=True, error=ConfigError)
+        for name, values, open_high in (("condition_dropout", self.condition_dropout, True),
+                                        ("full_mask", self.full_mask, False)):
             for task, value in values.items():
-                if not low <= value < high:
-                    raise ValueError(f"`{name}` of {task} must be in [0, 1{')' if high == 1 else ']'}, got {value}.")
+                check_number(f"{name}.{task}", value, 0, 1, open_high=open_high, error=ConfigError)
+        for task, weight in self.task_weights.items():
+            check_number(f"task_weights.{task}", weight, 0, error=ConfigError)
         for modality, sigma in self.ordinal_sigma.items():
-            if modality not in modalities() or not sigma > 0:
-                raise ValueError(f"`ordinal_sigma` needs registered modalities and widths > 0, got {modality}: {sigma}.")
+            check_choice("ordinal_sigma", modality, tuple(modalities()), fix="its keys are modality names",
+                         error=ConfigError)
+            check_number(f"ordinal_sigma.{modality}", sigma, 0, open_low=True, error=ConfigError)
         for task, copies in self.target_copies.items():
-            if not isinstance(copies, int) or copies < 1:
-                raise ValueError(f"`target_copies` of {task} must be an integer >= 1, got {copies!r}.")
-        for task in {*self.condition_dropout, *self.full_mask, *self.target_copies, *self.task_weights}:
-            get_task(task)
+            check_number(f"target_copies.{task}", copies, 1, MAX_TARGET_COPIES, integer=True, error=ConfigError)
+        for name in ("condition_dropout", "full_mask", "target_copies", "task_weights"):
+            for task in getattr(self, name):
+                check_choice(name, task, tuple(tasks()), fix="its keys are task names", error=ConfigError)
         for modality, name in self.schedules.items():
-            if modality not in modalities():
-                raise ValueError(f"`schedules` has unknown modality {modality!r}; registered: {sorted(modalities())}.")
-            get_mask_schedule(name)
+            check_choice("schedules", modality, tuple(modalities()), fix="its keys are modality names",
+                         error=ConfigError)
+            check_choice(f"schedules.{modality}", name, tuple(MASK_SCHEDULES), error=ConfigError)
 
     def dropout_of(self, task: str) -> float:
         """The probability that a `task` sequence trains the unconditional branch (its condition all [MASK])."""

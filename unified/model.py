@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .atomic import atomic_write, atomic_write_text, read_json
+from .atomic import as_path, atomic_write, atomic_write_text, read_json
 from .encoders import build_encoder, place_encoded
-from .errors import InputError
+from .errors import ConfigError, InputError, MissingFileError, check_choice, check_integer_fields, check_number
 from .sequence import CONDITION, PAD_SEGMENT, TARGET, attention_mask_from_segments, segment_block_mask
 
 CONFIG_FILE = "config.json"
@@ -50,20 +50,26 @@ class MaskedDiffusionConfig:
     encoders: dict[str, dict] = field(default_factory=dict)  # continuous inputs: modality -> encoder settings
 
     def __post_init__(self) -> None:
-        if self.n_kv_heads is None:
-            self.n_kv_heads = self.n_heads
-        if self.ffn_hidden is None:
-            self.ffn_hidden = 64 * math.ceil(8 * self.d_model / 3 / 64)
+        check_integer_fields(self, (("d_model", 1, 65536, ""), ("n_layers", 1, 1024, ""), ("n_heads", 1, 1024, ""),
+                                    ("max_seq_len", 1, 2**20, "the longest task sequence must fit")))
+        self.n_kv_heads = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+        self.ffn_hidden = 64 * math.ceil(8 * self.d_model / 3 / 64) if self.ffn_hidden is None else self.ffn_hidden
+        check_integer_fields(self, (("n_kv_heads", 1, self.n_heads, ""), ("ffn_hidden", 1, 2**20, "")))
+        for name, low, high, open_high in (("rope_theta", 0, math.inf, False), ("norm_eps", 0, 1, False),
+                                           ("dropout", 0, 1, True), ("init_std", 0, 1, False)):
+            check_number(name, getattr(self, name), low, high, open_low=name != "dropout", open_high=open_high,
+                         error=ConfigError)
         if not isinstance(self.vocab_size, int) or self.vocab_size < 0 or self.vocab_size == 1:
-            raise ValueError(f"`vocab_size` must be >= 2 (or 0: from the tokenizers), got {self.vocab_size}.")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads}).")
-        if (self.d_model // self.n_heads) % 2:
-            raise ValueError(f"the head size d_model/n_heads = {self.d_model // self.n_heads} must be even for rotary.")
+            raise ConfigError(f"`vocab_size` must be >= 2 (or 0: from the tokenizers), got {self.vocab_size!r}.",
+                              key="vocab_size")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ConfigError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads}) into an "
+                              "even head size (rotary positions rotate pairs); e.g. d_model=256 with n_heads=4.",
+                              key="d_model")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"`n_heads` ({self.n_heads}) must be a multiple of `n_kv_heads` ({self.n_kv_heads}).")
-        if self.attention not in ("prefix", "full"):
-            raise ValueError(f"`attention` must be 'prefix' or 'full', got {self.attention!r}.")
+            raise ConfigError(f"`n_heads` ({self.n_heads}) must be a multiple of `n_kv_heads` ({self.n_kv_heads}).",
+                              key="n_heads")
+        check_choice("attention", self.attention, ("prefix", "full"), error=ConfigError)
 
     @property
     def head_dim(self) -> int:
@@ -361,16 +367,15 @@ class MaskedDiffusionTransformer(nn.Module):
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MaskedDiffusionTransformer":
         from safetensors.torch import load_file
 
-        directory = Path(directory)
+        directory = as_path(directory, "directory")
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} has no {name}; save the model with save_pretrained(dir) first.")
+                raise MissingFileError(f"{directory} has no {name}; save the model with save_pretrained(dir) first.")
         raw = read_json(directory / CONFIG_FILE, InputError, "a unimask model config")
-        known = {f.name for f in fields(MaskedDiffusionConfig)}
-        unknown = sorted(set(raw) - known) if isinstance(raw, dict) else ["(not a JSON object)"]
+        unknown = sorted(set(raw) - {f.name for f in fields(MaskedDiffusionConfig)}) if isinstance(raw, dict) else [
+            "(not a JSON object)"]
         if unknown:
-            raise InputError(f"{directory / CONFIG_FILE} has unknown keys {unknown}; it was written by another "
-                             "version.")
+            raise InputError(f"{directory / CONFIG_FILE} has unknown keys {unknown}; another version wrote it.")
         try:
             model = cls(MaskedDiffusionConfig(**raw))
         except (TypeError, ValueError) as err:
@@ -380,6 +385,10 @@ class MaskedDiffusionTransformer(nn.Module):
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for damaged files
             raise InputError(f"{directory / WEIGHTS_FILE} cannot be read ({type(err).__name__}: {err}); the file is "
                              "damaged or truncated. Export the model again.") from None
+        broken = [key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()]
+        if broken:
+            raise InputError(f"{directory / WEIGHTS_FILE} holds NaN or infinite weights ({', '.join(broken[:3])}); it "
+                             "is damaged or was saved from a diverged run. Export an earlier checkpoint.")
         if model.config.tie_embeddings and "embed_tokens.weight" in state:
             state["lm_head.weight"] = state["embed_tokens.weight"]
         try:

@@ -23,11 +23,10 @@ import numpy as np
 import torch
 
 from .bundle import Bundle, load_bundle
-from .errors import InputError, InputTypeError
-from .registry import get_modality
+from .errors import InputError, InputTypeError, check_number
+from .registry import get_modality, tasks
 from .sampler import generate
 from .schedulers import make_scheduler
-from .schedulers.base import check_number
 from .sequence import TARGET, collate
 
 
@@ -104,6 +103,9 @@ def _seeded(seed: Any) -> torch.Generator:
 
 class UnifiedPipeline:
     def __init__(self, bundle: Bundle, device: str | torch.device = "cpu"):
+        if not isinstance(bundle, Bundle):
+            raise InputTypeError(f"`bundle` must be a unimask Bundle, got {type(bundle).__name__}; load a folder with "
+                                 "UnifiedPipeline.from_pretrained(dir).")
         bundle.validate()
         self.bundle = bundle
         self.processor = bundle.processor
@@ -148,6 +150,9 @@ class UnifiedPipeline:
         vla: {"image": [...], "instruction": [...], "state": [...]}). `known` (B, N) holds target codes that are
         given (-1 where the model must write them). Returns the decoded outputs, or a PipelineOutput with
         `return_trajectory=True`. Default steps: one per target token."""
+        if not isinstance(task, str) or task not in tasks():
+            raise InputError(f"unknown task {task!r}; the registered tasks are {sorted(tasks())} (a new one is "
+                             "registered with unimask.registry.register_task).")
         guidance_scale = check_number("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
         _check_flag("use_cache", use_cache)
         _check_flag("return_trajectory", return_trajectory)
@@ -164,6 +169,10 @@ class UnifiedPipeline:
                 raise type(result)(f"input {index}: {result}") from result
             if isinstance(result, Exception):
                 raise InputError(f"input {index} could not be read ({type(result).__name__}: {result}).") from result
+        longest = max((len(sequence) for sequence in sequences), default=0)
+        if longest > self.model.config.max_seq_len:
+            raise InputError(f"the {task} sequences are {longest} tokens, more than the model's max_seq_len of "
+                             f"{self.model.config.max_seq_len}; the bundle's sequence settings do not fit its model.")
         target = template.target
         modality = get_modality(target.modality)
         length = self.processor.length(target.modality)
@@ -226,7 +235,18 @@ class UnifiedPipeline:
                 for i in range(count)]
 
     def _apply_known(self, sequences: list, known: Any, modality: str) -> torch.Tensor:
-        known = torch.as_tensor(known, dtype=torch.long)
+        try:
+            known = torch.as_tensor(np.asarray(known))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise InputTypeError(f"the known target codes (`target` of infill, `known` of generate) must be an "
+                                 f"integer array (B, N), got {type(known).__name__} ({err}).") from None
+        if known.is_floating_point() or known.is_complex() or known.dtype == torch.bool:
+            raise InputTypeError(f"the known target codes (`target` of infill, `known` of generate) must be integer "
+                                 f"codes, -1 where unknown; got {known.dtype} values.")
+        known = known.long()
+        if known.numel() and int(known.min()) < -1:
+            raise InputError(f"the known target codes hold {int(known.min())}; give codes >= 0, and -1 where the model "
+                             "must write them.")
         if known.dim() != 2 or len(known) != len(sequences):
             raise InputError(f"`known` must be (B, N) with B = {len(sequences)} rows and -1 where unknown, got shape "
                              f"{tuple(known.shape)}.")

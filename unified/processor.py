@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, Setting
+from .errors import MissingFileError
 from .modality import SPECIAL_TOKENS, TaskTemplate, VocabError, special_token
 from .registry import get_modality, get_task, modalities, tasks
 from .sequence import SequenceBuilder, SequenceError, TokenSequence
@@ -169,6 +170,19 @@ class Processor:
             return self.settings.caption_length if target else self.settings.max_condition_text
         return self.builder.length(modality)
 
+    def sequence_length(self, task: str, target_copies: int = 1) -> int:
+        """Tokens of the longest `task` sequence (its target repeated `target_copies` times, as training may), which
+        the model's `max_seq_len` must hold: the task token, then each segment's delimiters and codes (a text
+        condition at its longest, `max_condition_text`)."""
+        template = self.template(task)
+        total = 1
+        for segment in template.segments:
+            if self.vocab.has(segment.modality):
+                target = segment is template.target
+                size = len(get_modality(segment.modality).delimiters or ()) + self.length(segment.modality, target)
+                total += size * (target_copies if target else 1)
+        return total
+
     # ----- encoding -----------------------------------------------------------------------------------------------
     def encode(self, modality: str, values: Sequence[Any]) -> list[Any]:
         """Codes (or, for a continuous modality, encoder inputs) of each value, in one batched call."""
@@ -261,7 +275,7 @@ class Processor:
         for name in saved.get("tokenizers") or ():
             folder = directory / tokenizer_folder(name)
             if not folder.is_dir():
-                raise FileNotFoundError(f"{directory} lists a {name} tokenizer but has no {folder.name}/; copy the "
+                raise MissingFileError(f"{directory} lists a {name} tokenizer but has no {folder.name}/; copy the "
                                         "whole exported folder.")
             folders[name] = get_modality(name).load_tokenizer(folder)
         return cls(folders, settings, UnifiedVocab.load(directory))

@@ -16,9 +16,40 @@ import shlex
 import sys
 from typing import Any
 
-from .format import DataError
+from unimask.errors import ConfigError, check_number
+
+from .format import MAX_IMAGE_SIZE, DataError
 
 SOURCES = ("digits", "shapes", "metaworld", "folder", "lerobot")
+MAX_COUNT = 10**7  # samples, scenes or episodes one command writes
+SEEDS = ("seed", 0, 2**32 - 1)
+SHARDS = ("shard_size", 1, 10**6)
+FRACTION = ("test_fraction", 0.0, 1.0)  # open at both ends: both splits get something
+# Per command: (option, low, high) for every numeric option, checked before any work starts. None (an option left
+# out) passes; `image_size` 0 keeps the original size where the help says so.
+BOUNDS: dict[str, tuple[tuple[str, float, float], ...]] = {
+    "digits": (SEEDS, SHARDS, FRACTION, ("image_size", 8, MAX_IMAGE_SIZE)),
+    "shapes": (SEEDS, SHARDS, ("train", 1, MAX_COUNT), ("test", 1, MAX_COUNT), ("image_size", 32, MAX_IMAGE_SIZE),
+               ("max_objects", 1, 3)),
+    "metaworld": (SEEDS, SHARDS, ("train_episodes", 0, MAX_COUNT), ("test_episodes", 0, MAX_COUNT),
+                  ("image_size", 8, MAX_IMAGE_SIZE), ("horizon", 1, 1024), ("max_steps", 1, 10**5),
+                  ("workers", 0, 256)),
+    "folder": (SEEDS, SHARDS, FRACTION, ("image_size", 0, MAX_IMAGE_SIZE), ("horizon", 1, 1024)),
+    "lerobot": (SEEDS, SHARDS, FRACTION, ("image_size", 0, MAX_IMAGE_SIZE), ("horizon", 1, 1024),
+                ("episodes", 1, MAX_COUNT)),
+    "pretokenize": (("action_length", 1, 2**16), ("batch_size", 1, 4096)),
+    "inspect": (("samples", 1, 1024),),
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse an option out of its range, naming it (`--image-size must be an integer in [8, 1024], got 100000`)."""
+    for name, low, high in BOUNDS.get(args.data_command, ()):
+        value = getattr(args, name)
+        if value is not None:
+            fraction = isinstance(low, float)
+            check_number(f"--{name.replace('_', '-')}", value, low, high, open_low=fraction, open_high=fraction,
+                         integer=not fraction, error=ConfigError)
 
 
 def _csv(text: str) -> list[str]:
@@ -132,11 +163,8 @@ def run(args: argparse.Namespace) -> int:
         print("usage: unimask data {digits,shapes,metaworld,folder,lerobot,pretokenize,inspect} ... (see --help)",
               file=sys.stderr)
         return 2
-    try:
-        return _dispatch(args)
-    except DataError as err:
-        print(f"unimask data {args.data_command}: error: {err}", file=sys.stderr)
-        return 2
+    check_args(args)
+    return _dispatch(args)
 
 
 def _summary(card: dict[str, Any], out: str) -> None:

@@ -35,6 +35,7 @@ from unimask.atomic import atomic_write_text
 from unimask.errors import InputError
 
 CARD_FILE = "dataset.json"
+MAX_IMAGE_SIZE = 1024  # pixels on a side of a written image: a larger one is a typo, and fills memory first
 SKIP_REASONS = ("tar_error", "missing_key", "undecodable", "bad_shape", "too_long")
 _LOG_LIMIT = 100  # per process: skips logged one by one before switching to a summary every 1000
 CARD_FORMAT = "unimask-shards/1"
@@ -346,13 +347,15 @@ class SkipCounter:
 
 
 class ShardReads:
-    """Accounts for the samples a failing shard read loses.
+    """Reads shards one visit at a time and counts the samples each visit loses.
 
-    `count(raw_samples)` wraps the tar reader's output and notes how many samples each visit of a shard gave; the
-    tar reader's error `handler` notes which shard failed (webdataset puts its url in the exception's args). When a
-    failed visit ends, the samples it did not give (the card's count for the shard minus those read) are counted as
-    skipped samples, once per visit however many errors the reader raised, and the failed read as one shard. With
-    sample splitting (`consumer`, `consumers`), only this consumer's share of the lost samples is counted.
+    Each visit of a shard (one item of the shard order: resampled training visits a shard again and again) gets its
+    own tar reader. When the visit ends, the samples it did not give (the card's count for the shard minus those
+    read) are counted as skipped `tar_error` samples and the visit as one failed shard read: a shard that fails at
+    open, fails part way or ends early is counted at once, before the next shard is opened, and once per visit
+    however many errors its reader raised. Without a card the loss of a failed visit is unknown (it is logged and
+    counted as a failed read). With sample splitting (`consumer`, `consumers`), only this consumer's share of the
+    lost samples is counted.
     """
 
     def __init__(self, urls: Sequence[str], card: dict[str, Any] | None, counter: "SkipCounter"):
@@ -360,35 +363,36 @@ class ShardReads:
         for info in (card or {}).get("splits", {}).values():
             counts.update(info.get("shard_counts") or {})
         self.expected = {url: n for url in urls for rel, n in counts.items() if url.endswith(rel)}
-        self.urls, self.counter = set(urls), counter
-        self.failed: dict[str, str] = {}  # url -> first error of the current visit
+        self.counter = counter
 
-    def handler(self, exn: Exception) -> bool:
-        texts = [a for a in reversed(getattr(exn, "args", ())) if isinstance(a, str)]
-        shard = next((url for text in texts for url in self.urls if url == text or f"'{url}'" in text), "?")
-        self.failed.setdefault(shard, f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}")
-        return True  # go on with the next shard
+    def read(self, shards: Iterable[dict[str, Any]], consumer: int = 0, consumers: int = 1,
+             on_error: Callable[[Exception], None] | None = None) -> Iterator[dict[str, Any]]:
+        """Raw samples of each shard (`{"url": ...}` items) in turn; `on_error` sees every reading error first (it may
+        raise to stop)."""
+        import webdataset as wds
 
-    def count(self, samples: Iterable[dict[str, Any]], consumer: int = 0, consumers: int = 1
-              ) -> Iterator[dict[str, Any]]:
-        current, read = None, 0
-        for sample in samples:
-            url = sample.get("__url__")
-            if url != current:
-                self._close(current, read, consumer, consumers)
-                current, read = url, 0
-            read += 1
-            yield sample
-        self._close(current, read, consumer, consumers)
-        for shard in list(self.failed):  # failed before giving a single sample
-            self._close(shard, 0, consumer, consumers)
+        for shard in shards:
+            errors: list[Exception] = []
 
-    def _close(self, url: str | None, read: int, consumer: int, consumers: int) -> None:
-        if url is None or url not in self.failed:
-            return
-        message = self.failed.pop(url)
-        self.counter.add_failed_shard()
+            def handler(exn: Exception) -> bool:
+                if on_error is not None:
+                    on_error(exn)
+                errors.append(exn)
+                return True  # go on: the visit ends, the next shard is read
+
+            read = 0
+            for sample in wds.tarfile_samples([dict(shard)], handler=handler):
+                read += 1
+                yield sample
+            self._close(shard["url"], read, errors, consumer, consumers)
+
+    def _close(self, url: str, read: int, errors: list[Exception], consumer: int, consumers: int) -> None:
         expected = self.expected.get(url)
         lost = 0 if expected is None else len(range(read + (consumer - read) % consumers, expected, consumers))
+        if not errors and not lost:
+            return
+        self.counter.add_failed_shard()
+        why = (f"{type(errors[0]).__name__}: {errors[0].args[0] if errors[0].args else errors[0]}" if errors
+               else f"the shard ended after {read} of its {expected} samples")
         amount = str(lost) if expected is not None else "an unknown number of"
-        self.counter.add("tar_error", "?", url, f"{message}; {amount} samples lost", samples=lost)
+        self.counter.add("tar_error", "?", url, f"{why}; {amount} samples lost", samples=lost)

@@ -23,8 +23,10 @@ Rank and world size come from `torch.distributed` when it is initialised, else f
 
 Robustness. A truncated or unreadable shard, an undecodable image, a missing key, an array of the wrong shape or
 a text too long for the template is skipped, logged (key and shard) and counted in a `SkipCounter` in shared memory
-(one row per worker, so counts from DataLoader workers reach the trainer: `loader.dataset.skipped()`). It never
-stops training. A stream that yields no valid sample at all after a full pass over its shards raises.
+(one row per worker, so counts from DataLoader workers reach the trainer: `loader.dataset.skipped()`). Losses are
+counted in samples, per visit of a shard: a shard that fails at open, part way or ends early adds the samples its
+card says it held minus those read, when the visit ends (`format.ShardReads`). It never stops training. A stream
+that yields no valid sample at all after a full pass over its shards raises.
 
 Decoded samples (`decode_sample`) are dicts: `key`, `shard`, `meta` (the json), and for every modality of the task
 its value under the modality's name (`text`: a `TextSample`, `image`: uint8 [H, W, 3], `action`: float32 [H, D],
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -48,59 +49,8 @@ from unimask.processor import Processor
 from unimask.registry import get_modality, get_task
 from unimask.sequence import SequenceError, TokenSequence, collate
 
+from .config import DataConfig
 from .format import DataError, ShardReads, SkipCounter, resolve_shards
-
-_MAX_WORKERS = 256
-
-
-# ----- config -----------------------------------------------------------------------------------------------------
-@dataclass
-class StreamConfig:
-    dataset: str  # dataset folder with dataset.json, or a shard list/pattern ("dir/*.tar", "a-{000..009}.tar")
-    task: str  # registered task template built from each sample: t2i, i2t, vla, lm, ...
-    weight: float = 1.0  # relative share of this stream in the mix
-    split: str = "train"  # which split of a dataset folder to read (ignored for shard patterns)
-    # Which paraphrase of a sample's text: "random" each time, "first" (canonical) always, "stored" txt; "auto"
-    # follows `DataConfig.random_paraphrase`. A text *target* (captions) learns its condition several times faster
-    # from one canonical wording: random paraphrases spread the evidence over every wording and word position.
-    text: str = "auto"
-
-    def __post_init__(self) -> None:
-        try:
-            get_task(self.task)
-        except KeyError as err:
-            raise DataError(f"stream {self.dataset}: {err.args[0]}") from None
-        choices = ("auto", *get_modality("text").choices)
-        if self.text not in choices:
-            raise DataError(f"stream text must be one of {choices}, got {self.text!r} for {self.dataset}.")
-        if not self.weight > 0:
-            raise DataError(f"stream weight must be > 0, got {self.weight} for {self.dataset} ({self.task}).")
-
-
-@dataclass
-class DataConfig:
-    streams: list[StreamConfig] = field(default_factory=list)  # what to read and in which proportions
-    batch_size: int = 16  # sequences per batch on each rank
-    num_workers: int = 0  # DataLoader worker processes per rank (0 = read in the main process)
-    resampled: bool = True  # True: endless seeded draw of shards (training); False: one pass per epoch (eval)
-    shard_shuffle: bool = True  # non-resampled mode: shuffle the shard order every epoch
-    shuffle_buffer: int = 1000  # samples in each stream's shuffle buffer (0 or 1 disables shuffling)
-    split_by: str = "auto"  # "shard", "sample", or "auto" (sample only when shards < consumers)
-    random_paraphrase: bool = True  # draw the caption/instruction among the sample's paraphrases each time
-    image_batch: int = 32  # samples per tokenizer call when values are tokenized on the fly (VQ encoder batches)
-    seed: int = 0  # base seed of shard order, shuffle buffers and mixing (rank/worker/epoch derive from it)
-    drop_last: bool = True  # drop a final partial batch (only happens in non-resampled mode)
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise DataError(f"`batch_size` must be >= 1, got {self.batch_size}.")
-        if self.num_workers < 0 or self.num_workers > _MAX_WORKERS:
-            raise DataError(f"`num_workers` must be in [0, {_MAX_WORKERS}], got {self.num_workers}.")
-        if self.split_by not in ("auto", "shard", "sample"):
-            raise DataError(f"`split_by` must be 'auto', 'shard' or 'sample', got {self.split_by!r}.")
-        if self.image_batch < 1:
-            raise DataError(f"`image_batch` must be >= 1, got {self.image_batch}.")
-        self.streams = [s if isinstance(s, StreamConfig) else StreamConfig(**s) for s in self.streams]
 
 
 # ----- splitting --------------------------------------------------------------------------------------------------
@@ -231,12 +181,11 @@ class SampleStream(IterableDataset):
         """Non-resampled mode: a new epoch reshuffles the shard order and the buffers (same for all ranks)."""
         self.epoch = epoch
 
-    def _tar_handler(self, exn: Exception) -> bool:
+    def _tar_error(self, exn: Exception) -> None:
         self._tar_errors_in_a_row += 1
         if self.resampled and self._tar_errors_in_a_row > 2 * len(self.urls) + 10:
             raise DataError(f"stream {self.name}: {self._tar_errors_in_a_row} shard reads in a row failed and no "
                             f"sample was read; are the shards ({self.urls[:3]}...) readable?")
-        return self._reads.handler(exn)
 
     def _pipeline(self) -> Any:
         import webdataset as wds
@@ -248,9 +197,9 @@ class SampleStream(IterableDataset):
         stages: list[Any] = [ShardOrder(self.urls, self.resampled, self.shard_shuffle, self.seed, self.epoch)]
         if not by_sample:
             stages += [node_splitter(self.rank, self.world_size), worker_splitter]
-        self._reads = ShardReads(self.urls, self.card, self.counter)
+        reads = ShardReads(self.urls, self.card, self.counter)
         share = (self.rank * num_workers + worker, consumers) if by_sample else (0, 1)
-        stages += [wds.tarfile_to_samples(handler=self._tar_handler), lambda src: self._reads.count(src, *share)]
+        stages.append(lambda src: reads.read(src, *share, on_error=self._tar_error))
         if by_sample:
             stages.append(sample_splitter(self.rank, self.world_size))
         if self.shuffle_buffer > 1:

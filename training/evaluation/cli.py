@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from unimask.atomic import atomic_write_text
+from unimask.errors import ConfigError, MissingFileError, check_choice, check_number
 from unimask.training.launch import available_cores
 
 from . import suite
@@ -51,7 +51,7 @@ def train_dataset_clip(data_dir: str | Path, out: str | Path, epochs: int = 16,
     data_dir = Path(data_dir)
     names = [n for n in ("digits", "shapes") if (data_dir / n).is_dir()]
     if "digits" not in names:
-        raise FileNotFoundError(f"{data_dir} has no digits/ dataset; write one with `unimask data digits`.")
+        raise MissingFileError(f"{data_dir} has no digits/ dataset; write one with `unimask data digits`.")
     pairs = [(s["image"], s["text"].paraphrases) for name in names
              for s in suite.iter_test_samples(data_dir / name, max_pairs_per_dataset, split="train")
              for _ in range(2 if name == "digits" else 1)]
@@ -91,13 +91,23 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pat
     small CLIP is trained on the dataset's own pairs into `out/clip` when none is there."""
     from unimask.pipeline import UnifiedPipeline
 
-    from .judge import ImageJudge
-
     import torch
+
+    from .judge import ImageJudge
 
     data, out = Path(data), Path(out)
     # Captions and images are decoded in large batches: on a GPU where there is one. Rollouts run in CPU workers.
     pipe = UnifiedPipeline.from_pretrained(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
+    decoding = {**suite.VLA_DECODING, **(vla_decoding or {})}
+    if (vla_decoding or {}).get("delay") and "execute_steps" not in vla_decoding:
+        decoding.pop("execute_steps")  # with a delay, execute what the delay leaves of each chunk
+    if "vla" in tasks:  # refused here, before any task runs, rather than inside the rollouts
+        from .robot import executed_per_chunk
+
+        executed_per_chunk(pipe.processor.settings.action_horizon, decoding.get("execute_steps"),
+                           decoding.get("delay", 0))
+        check_number("--action-steps", decoding["steps"], 1, pipe.processor.length("action"), integer=True,
+                     fix="at most one step per action code", error=ConfigError)
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
     if "caption" in tasks:
@@ -125,9 +135,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pat
         timings["shapes"] = time.time() - start
     if "vla" in tasks:
         start = time.time()
-        decoding = {**suite.VLA_DECODING, **(vla_decoding or {})}
-        if (vla_decoding or {}).get("delay") and "execute_steps" not in vla_decoding:
-            decoding.pop("execute_steps")  # with a delay, execute what the delay leaves of each chunk
         results["vla"] = suite.evaluate_vla(checkpoint if vla_workers > 1 else pipe, episodes=vla_episodes,
                                             seeds=vla_seeds, workers=vla_workers, **decoding)
         results["vla"]["decoding"] = decoding
@@ -178,7 +185,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
+# (option, low, high) of every numeric option, checked before anything is loaded; 0 means "the default" where the
+# help says so.
+BOUNDS = (("episodes", 1, 1000), ("workers", 0, 256), ("execute_steps", 0, 1024), ("action_steps", 0, 1024),
+          ("delay", 0, 1024), ("limit", 1, 100_000), ("epochs", 0, 1000))
+
+
+def check_args(args: argparse.Namespace) -> tuple[tuple[str, ...], list[int] | None]:
+    """The tasks and episode seeds the options ask for; an option out of its range is refused naming it."""
+    for name, low, high in BOUNDS:
+        check_number(f"--{name.replace('_', '-')}", getattr(args, name), low, high, integer=True, error=ConfigError)
+    tasks = suite.TASKS if args.task == "all" else tuple(t.strip() for t in args.task.split(","))
+    for task in tasks:
+        check_choice("--task", task, (*suite.TASKS, "all"), fix="several are comma-separated", error=ConfigError)
+    if args.inpaint and not args.delay:
+        raise ConfigError("`--inpaint` freezes the actions executed during the inference delay; give --delay >= 1.",
+                          key="--inpaint")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        raise ConfigError(f"`--seeds` must be comma-separated whole numbers, got {args.seeds!r}.", key="--seeds") \
+            from None
+    for seed in seeds or ():
+        check_number("--seeds", seed, 0, 10**4 - 1, integer=True, fix="they are episode offsets within a task",
+                     error=ConfigError)
+    return tasks, seeds
+
+
 def _run(args: argparse.Namespace) -> int:
+    tasks, seeds = check_args(args)
     if args.target == "train-judge":
         out = args.out or "runs/judge"
         accuracy = train_digit_judge(Path(args.data) / "digits", out, epochs=args.epochs or 8)
@@ -190,13 +225,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(check, indent=2))
         print(f"CLIP saved to {out} (open_clip local-dir layout)")
         return 0
-    tasks = suite.TASKS if args.task == "all" else tuple(t.strip() for t in args.task.split(","))
-    unknown = [t for t in tasks if t not in suite.TASKS]
-    if unknown:
-        print(f"unimask eval: unknown --task {unknown}; choose from {suite.TASKS} or all.", file=sys.stderr)
-        return 2
     out = Path(args.out or Path(args.target).parent / "eval")
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     results = evaluate_checkpoint(args.target, args.data, out, tasks=tasks, caption_limit=args.limit,
                                   shapes_limit=args.limit, vla_episodes=args.episodes, vla_seeds=seeds,
                                   vla_workers=args.workers or available_cores(),

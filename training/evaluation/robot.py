@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from unimask.errors import InputError, check_number
 from unimask.training.envs.gym import IMAGE_KEY, MetaWorldEnv
 from unimask.training.envs.metaworld import MT10_TASKS
 
@@ -75,14 +76,24 @@ class _Episode:
         return False
 
 
+def executed_per_chunk(horizon: int, execute_steps: int | None, delay: int) -> int:
+    """Actions executed from each chunk of `horizon` actions (`execute_steps`, or all that `delay` leaves); raises
+    `InputError` when the chunk cannot cover them, so an evaluation can refuse before its first rollout."""
+    execute = execute_steps or horizon - 2 * delay
+    if execute < 1 or execute + 2 * delay > horizon:
+        raise InputError(f"a chunk of {horizon} actions cannot cover a delay of {delay} steps and {execute} executed "
+                         f"actions: it needs execute_steps + 2 * delay <= {horizon}; lower `execute_steps` "
+                         "(--execute-steps) or the delay, or train with a longer action horizon.")
+    return execute
+
+
 def rollout(policy: Policy, env: Any, seed: int, execute_steps: int | None = None, record_frames: bool = False,
             delay: int = 0, inpaint: bool = False) -> Rollout:
     """One receding-horizon episode: ask `policy(observation)` for a chunk [H, D], execute `execute_steps` of it
     (all by default, or all that `delay` leaves), re-plan; `delay` and `inpaint` as the module describes."""
-    if not isinstance(delay, int) or delay < 0:
-        raise ValueError(f"`delay` must be a whole number of control steps >= 0, got {delay!r}.")
+    check_number("delay", delay, 0, integer=True, fix="it counts control steps")
     if inpaint and not delay:
-        raise ValueError("`inpaint` freezes the actions executed during the inference delay; give `delay` >= 1.")
+        raise InputError("`inpaint` freezes the actions executed during the inference delay; give `delay` >= 1.")
     obs, _ = env.reset(seed=seed)
     result = Rollout(getattr(env, "task", ""), seed, False, 0)
     episode = _Episode(env, result, record_frames, obs)
@@ -100,11 +111,7 @@ def rollout(policy: Policy, env: Any, seed: int, execute_steps: int | None = Non
         if pending is not None and episode.run(pending, new_chunk=False):
             return result
         first = delay if pending is not None else 0  # the episode's first chunk is waited for
-        execute = execute_steps or len(chunk) - 2 * delay
-        if execute < 1 or execute + 2 * delay > len(chunk):
-            raise ValueError(f"a chunk of {len(chunk)} actions cannot cover a delay of {delay} steps and "
-                             f"{execute} executed actions: it needs execute_steps + 2 * delay <= {len(chunk)}; lower "
-                             "`execute_steps` (--execute-steps) or the delay, or train with a longer action horizon.")
+        execute = executed_per_chunk(len(chunk), execute_steps, delay)
         if episode.run(chunk[first:first + execute], new_chunk=True):
             return result
         pending = chunk[first + execute:first + execute + delay] if delay else None

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import (FixedStepScheduler, Generators, SchedulerOutput, check_non_negative, check_number, sample_tokens,
-                   token_probability, top_k_mask)
+from unimask.errors import check_number
+
+from .base import FixedStepScheduler, Generators, SchedulerOutput, sample_tokens, token_probability, top_k_mask
 
 
 class ActionUnmaskingScheduler(FixedStepScheduler):
@@ -21,7 +22,7 @@ class ActionUnmaskingScheduler(FixedStepScheduler):
         if remask_threshold is not None:
             remask_threshold = check_number("remask_threshold", remask_threshold, 0, 1, open_low=True, open_high=True)
         self.mask_id = mask_id
-        self.temperature = check_non_negative("temperature", temperature)
+        self.temperature = check_number("temperature", temperature, 0)
         self.remask_threshold = remask_threshold
 
     def set_timesteps(self, num_steps: int, num_tokens: int, given: torch.Tensor | None = None) -> None:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import math
-
 import torch
 
-from unimask.errors import InputError, InputTypeError
+from unimask.errors import check_number
 
 
 @dataclass
@@ -63,31 +61,6 @@ def top_k_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return ranks < k[:, None]
 
 
-def check_positive_int(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InputTypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}.")
-    if value < 1:
-        raise InputError(f"`{name}` must be an integer >= 1, got {value!r}.")
-    return value
-
-
-def check_number(name: str, value: float, low: float = 0.0, high: float = math.inf, open_low: bool = False,
-                 open_high: bool = False) -> float:
-    """A finite real number in the range [low, high] (ends open when asked); NaN and infinities are refused."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise InputTypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}.")
-    value = float(value)
-    inside = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
-    if not math.isfinite(value) or not inside:
-        span = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
-        raise InputError(f"`{name}` must be a finite number in {span}, got {value!r}.")
-    return value
-
-
-def check_non_negative(name: str, value: float) -> float:
-    return check_number(name, value, 0.0)
-
-
 class NotReadyError(RuntimeError):
     """`step` was called before `set_timesteps`."""
 
@@ -98,8 +71,8 @@ class FixedStepScheduler:
     _ready = False
 
     def _start(self, num_steps: int, num_tokens: int) -> None:
-        self.num_steps = check_positive_int("num_steps", num_steps)
-        self.num_tokens = check_positive_int("num_tokens", num_tokens)
+        self.num_steps = check_number("num_steps", num_steps, 1, integer=True)
+        self.num_tokens = check_number("num_tokens", num_tokens, 1, integer=True)
         self.step_index = 0
         self._ready = True
 

@@ -15,11 +15,10 @@ import math
 
 import torch
 
-from unimask.errors import InputError
+from unimask.errors import InputError, check_number
 from unimask.masking import MASK_SCHEDULES, get_mask_schedule
 
-from .base import (FixedStepScheduler, Generators, SchedulerOutput, check_non_negative, gumbel_noise,
-                   sample_tokens)
+from .base import FixedStepScheduler, Generators, SchedulerOutput, gumbel_noise, sample_tokens
 
 
 def masked_counts(num_tokens: int, num_steps: int, schedule: str = "cosine") -> list[int]:
@@ -45,8 +44,8 @@ class ImageUnmaskingScheduler(FixedStepScheduler):
             raise InputError(f"`schedule` must be one of {sorted(MASK_SCHEDULES)}, got {schedule!r}.")
         self.mask_id = mask_id
         self.schedule = schedule
-        self.temperature = check_non_negative("temperature", temperature)
-        self.choice_temperature = check_non_negative("choice_temperature", choice_temperature)
+        self.temperature = check_number("temperature", temperature, 0)
+        self.choice_temperature = check_number("choice_temperature", choice_temperature, 0)
 
     def set_timesteps(self, num_steps: int, num_tokens: int) -> None:
         self._start(num_steps, num_tokens)

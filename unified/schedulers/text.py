@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from unimask.errors import InputError, InputTypeError
+from unimask.errors import InputError, InputTypeError, check_number
 
-from .base import (Generators, NotReadyError, SchedulerOutput, check_non_negative, check_number,
-                   check_positive_int, sample_tokens, token_probability, top_k_mask, uniform)
+from .base import Generators, NotReadyError, SchedulerOutput, sample_tokens, token_probability, top_k_mask, uniform
 
 
 def llada_split(masked_count: torch.Tensor, steps: int) -> torch.Tensor:
@@ -39,9 +38,11 @@ class TextUnmaskingScheduler:
         if not isinstance(stop_at_eos, bool):
             raise InputTypeError(f"`stop_at_eos` must be True or False, got {stop_at_eos!r}.")
         self.mask_id, self.eos_id, self.pad_id = mask_id, eos_id, pad_id
-        self.block_length = None if block_length is None else check_positive_int("block_length", block_length)
+        if block_length is not None:
+            block_length = check_number("block_length", block_length, 1, integer=True)
+        self.block_length = block_length
         self.remasking = remasking
-        self.temperature = check_non_negative("temperature", temperature)
+        self.temperature = check_number("temperature", temperature, 0)
         self.threshold = threshold
         self.stop_at_eos = stop_at_eos
         self._ready = False
@@ -54,8 +55,8 @@ class TextUnmaskingScheduler:
 
     def set_timesteps(self, num_steps: int, target_length: int) -> None:
         """Plan `num_steps` model calls over a text target of `target_length` tokens (reset all state)."""
-        check_positive_int("num_steps", num_steps)
-        check_positive_int("target_length", target_length)
+        check_number("num_steps", num_steps, 1, integer=True)
+        check_number("target_length", target_length, 1, integer=True)
         self.block_size = self.block_length or target_length
         self.num_blocks = -(-target_length // self.block_size)
         if num_steps % self.num_blocks:

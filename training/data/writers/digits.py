@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..format import DataError, DatasetWriter, content_hash, make_sample
+from unimask.errors import check_number
+
+from ..format import MAX_IMAGE_SIZE, DataError, DatasetWriter, content_hash, make_sample
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CAPTION_TEMPLATES = (
@@ -67,8 +69,7 @@ def write_digits(out: str | Path, *, image_size: int = 64, resize: str = "biline
     """Write the digits dataset to `out`; returns the card. `limit` keeps only the first N images (for tests)."""
     from sklearn.datasets import load_digits
 
-    if image_size < 8:
-        raise DataError(f"`image_size` must be >= 8 (the source is 8x8), got {image_size}.")
+    check_number("image_size", image_size, 8, MAX_IMAGE_SIZE, integer=True, fix="the source is 8x8", error=DataError)
     started = time.time()
     digits = load_digits()
     images, labels = digits.images, digits.target.astype(int)

@@ -27,8 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from unimask.errors import check_number
+
 from .episodes import check_episode, episode_samples
-from ..format import DataError, DatasetWriter, content_hash, make_sample
+from ..format import MAX_IMAGE_SIZE, DataError, DatasetWriter, content_hash, make_sample
 
 FILE_COLUMNS = ("file", "image", "path")
 TEXT_COLUMNS = ("caption", "text")
@@ -113,8 +115,8 @@ def write_image_folder(out: str | Path, images: str | Path, captions: str | Path
     images = Path(images)
     if not images.is_dir():
         raise DataError(f"image folder {images} does not exist.")
-    if image_size < 0:
-        raise DataError(f"`image_size` must be >= 0 (0 keeps the original size), got {image_size}.")
+    check_number("image_size", image_size, 0, MAX_IMAGE_SIZE, integer=True, fix="0 keeps the original size",
+                 error=DataError)
     table = read_captions(captions, captions_encoding)
     loaded: list[tuple[str, np.ndarray, list[str], str]] = []
     skipped: list[dict[str, str]] = []
