@@ -225,3 +225,23 @@ class ImageModality(Modality):
         if isinstance(size, list) and len(size) == 2 and tuple(value.shape[:2]) != tuple(size):
             raise SampleError("bad_shape", f"image is {value.shape[:2]}, the dataset's images are {tuple(size)}")
 
+
+
+class FutureFrameModality(ImageModality):
+    """The frame a robot will see some steps ahead, as VQ codes of the image modality (its ids, tokenizer, mask
+    schedule and scheduler), read from `future.png` / `future_codes.npy`: a foresight target beside an action chunk
+    (`sequence.targets: {vla: [future]}`)."""
+
+    name = "future"
+    raw_keys = ("future.png",)
+    codes_key = "future_codes.npy"
+    shares = "image"
+
+    def read(self, raw: dict[str, bytes], meta: dict[str, Any]) -> np.ndarray:
+        return decode_image(raw["future.png"])
+
+    def dataset_mismatch(self, tokenizer: Any, card: dict[str, Any], settings: Any) -> str | None:
+        if not card.get("foresight"):
+            return ("its samples hold no future frames; write the data with `unimask data metaworld --foresight K` "
+                    "(the frame K steps ahead) to train foresight rows.")
+        return None

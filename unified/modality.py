@@ -91,6 +91,9 @@ class Modality:
     continuous: bool = False  # True: embedded by an encoder in the model at placeholder positions, not by codes
     choices: tuple[str, ...] = ()  # ways a data stream may pick among a sample's variants (text: paraphrases)
     sequence_settings: tuple[Setting, ...] = ()  # its `sequence.<name>` keys; names are unique across modalities
+    # Another modality whose ids, tokenizer, mask schedule and scheduler this one uses: a second payload of the same
+    # kind read from other shard entries (a future frame is an image: the same VQ codes, another field).
+    shares: str | None = None
 
     # ----- tokenizer ------------------------------------------------------------------------------------------------
     def load_tokenizer(self, directory: Any) -> Any:
@@ -152,16 +155,23 @@ class Segment:
 
 @dataclass(frozen=True)
 class TaskTemplate:
-    """A task as data: `[<task>] [condition segments] | [target segment]`, each segment inside its modality's
-    delimiters. The task token belongs to the condition (to the target when there is no condition)."""
+    """A task as data: `[<task>] [condition segments] | [extra targets] [target segment]`, each segment inside its
+    modality's delimiters. The task token belongs to the condition (to the target when there is no condition).
+    Extra targets are written in the same pass as the target and share its attention (e.g. the frame a robot will
+    see k steps ahead beside its action chunk: the actions attend to the imagined frame while both are denoised)."""
 
     name: str  # also its special token `<|name|>`
     condition: tuple[Segment, ...]  # what the model reads, in order
-    target: Segment  # what the model writes
+    target: Segment  # what the model writes (the task's output)
+    extra_targets: tuple[Segment, ...] = ()  # written beside the target, before it in the sequence
+
+    @property
+    def targets(self) -> tuple[Segment, ...]:
+        return (*self.extra_targets, self.target)
 
     @property
     def segments(self) -> tuple[Segment, ...]:
-        return (*self.condition, self.target)
+        return (*self.condition, *self.targets)
 
     def field(self, name: str) -> Segment:
         for segment in self.segments:
@@ -175,4 +185,9 @@ class TaskTemplate:
         the same input (e.g. an image condition as VQ codes, as pixels for an encoder, or both)."""
         condition = tuple(Segment(s.field, other, s.optional) for s in self.condition
                           for other in ((s.modality,) if s.modality != modality else replacements))
-        return TaskTemplate(self.name, condition, self.target)
+        return TaskTemplate(self.name, condition, self.target, self.extra_targets)
+
+    def with_extra_targets(self, *modalities: str) -> "TaskTemplate":
+        """The same task also writing a segment of each of `modalities` beside its target (field = modality name)."""
+        return TaskTemplate(self.name, self.condition, self.target,
+                            (*self.extra_targets, *(Segment(name, name) for name in modalities)))

@@ -15,16 +15,17 @@ every step).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .bundle import Bundle, load_bundle
-from .errors import InputError, InputTypeError, check_number
-from .registry import get_modality, tasks
+from .errors import InputError, InputTypeError, check_choice, check_number
+from .registry import get_modality, tasks, vocab_modality
 from .sampler import generate
 from .schedulers import make_scheduler
 from .sequence import TARGET, collate
@@ -37,6 +38,7 @@ class PipelineOutput:
     trajectory: list[torch.Tensor] = field(default_factory=list)  # (B, N) target ids after every step
     trajectory_images: list[list[Any]] = field(default_factory=list)  # t2i only: decoded images after every step
     codes: torch.Tensor | None = None  # (B, N) the target's codes (vocabulary ids minus the modality's first id)
+    extras: dict[str, Any] = field(default_factory=dict)  # decoded extra targets by field (e.g. "future": images)
 
 
 MAX_GUIDANCE = 100.0  # far past any useful guidance; a larger scale only overflows the logits
@@ -145,15 +147,22 @@ class UnifiedPipeline:
     # ----- the generic loop ---------------------------------------------------------------------------------------
     def generate(self, task: str, inputs: dict[str, Any], steps: int | None = None, guidance_scale: float = 1.0,
                  seed: int | None = None, generator: torch.Generator | None = None, use_cache: bool = True,
-                 return_trajectory: bool = False, known: Any = None, **scheduler_options: Any):
+                 return_trajectory: bool = False, known: Any = None, extra_steps: dict[str, int] | None = None,
+                 estimate: str = "mode", **scheduler_options: Any):
         """Write the target of `task` for a batch of condition inputs, given by the template's field names (e.g.
         vla: {"image": [...], "instruction": [...], "state": [...]}). `known` (B, N) holds target codes that are
-        given (-1 where the model must write them). Returns the decoded outputs, or a PipelineOutput with
-        `return_trajectory=True`. Default steps: one per target token."""
+        given (-1 where the model must write them). A template with extra targets (`sequence.targets`, e.g. the
+        foresight frame of vla) writes those named in `extra_steps` ({field: steps}) first, with their modality's
+        scheduler, and leaves the others [MASK]; with `return_trajectory=True` their outputs are in `extras`.
+        `estimate="mean"` (ordered codes, e.g. action bins) outputs the expected value of each position's predicted
+        distribution instead of its most likely code.
+        Returns the decoded outputs, or a PipelineOutput with `return_trajectory=True`. Default steps: one per target
+        token."""
         if not isinstance(task, str) or task not in tasks():
             raise InputError(f"unknown task {task!r}; the registered tasks are {sorted(tasks())} (a new one is "
                              "registered with unimask.registry.register_task).")
         guidance_scale = check_number("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
+        check_choice("estimate", estimate, ("mode", "mean"))
         _check_flag("use_cache", use_cache)
         _check_flag("return_trajectory", return_trajectory)
         template = self.processor.template(task)
@@ -174,31 +183,78 @@ class UnifiedPipeline:
             raise InputError(f"the {task} sequences are {longest} tokens, more than the model's max_seq_len of "
                              f"{self.model.config.max_seq_len}; the bundle's sequence settings do not fit its model.")
         target = template.target
-        modality = get_modality(target.modality)
+        spans = self._target_spans(template)
         length = self.processor.length(target.modality)
         steps = _check_steps(length if steps is None else steps, length)
-        scheduler = make_scheduler(modality.scheduler, self.vocab,
-                                   **{**self.bundle.decoding.get(target.modality, {}), **scheduler_options})
+        scheduler = self._scheduler(target.modality, scheduler_options)
         if hasattr(scheduler, "round_steps"):
             steps = scheduler.round_steps(steps, length)
         extra: dict[str, Any] = {}
         if known is not None:
-            given = self._apply_known(sequences, known, target.modality)
+            given = self._apply_known(sequences, known, target.modality, spans[target.field])
             if "given" in inspect.signature(scheduler.set_timesteps).parameters:
                 extra["given"] = given  # the scheduler must never re-mask what the caller gave
         batch = collate(sequences, pad_id=self.vocab.pad_id, padding_side="left")
+        extras, passes = {}, 0
+        # Extra targets asked for are written first, in template order (a foresight frame before the actions that
+        # attend to it); the others stay [MASK] while the target is written.
+        for segment in template.extra_targets:
+            count = self._extra_steps(extra_steps, segment, template)
+            if count:
+                out = generate(self.model, batch, self.vocab, self._scheduler(segment.modality, {}), count,
+                               guidance_scale=guidance_scale, use_cache=use_cache, generator=generator,
+                               write=spans[segment.field])
+                batch = replace(batch, input_ids=out.input_ids.cpu())
+                extras[segment.field], passes = self.decode(segment.modality, out.tokens), passes + out.forward_passes
         out = generate(self.model, batch, self.vocab, scheduler, steps, guidance_scale=guidance_scale,
-                       use_cache=use_cache, generator=generator,
-                       return_trajectory=return_trajectory, **extra)
-        outputs = self.decode(target.modality, out.tokens)
+                       use_cache=use_cache, generator=generator, return_trajectory=return_trajectory,
+                       write=spans[target.field] if template.extra_targets else None, **extra)
+        outputs = self._expected(target.modality, out) if estimate == "mean" else self.decode(target.modality,
+                                                                                            out.tokens)
         if not return_trajectory:
             return outputs
-        codes = out.tokens.cpu() - self.vocab.range_of(target.modality)[0]
-        return PipelineOutput(outputs, out.forward_passes, out.trajectory, codes=codes)
+        codes = out.tokens.cpu() - self.vocab.range_of(vocab_modality(target.modality))[0]
+        return PipelineOutput(outputs, passes + out.forward_passes, out.trajectory, codes=codes, extras=extras)
+
+    def _expected(self, modality: str, out: Any) -> Any:
+        """Outputs from the mean of each written position's predicted distribution over its modality's codes (a
+        position the caller gave counts as certain of its code)."""
+        name = vocab_modality(modality)
+        decode_mean = getattr(get_modality(name), "decode_mean", None)
+        if decode_mean is None:
+            raise InputError(f"estimate='mean' needs a target of ordered codes; {name} codes are not. Use 'mode'.")
+        start, stop = self.vocab.range_of(name)
+        logits = out.logits[..., start:stop]
+        given = F.one_hot((out.tokens - start).clamp(0, stop - start - 1), stop - start).to(logits)
+        probabilities = torch.where(torch.isfinite(logits).any(-1, keepdim=True), logits.softmax(-1), given)
+        return decode_mean(self.processor.tokenizers[name], probabilities.cpu().numpy(), self.processor.settings)
+
+    def _scheduler(self, modality: str, options: dict[str, Any]) -> Any:
+        """The decoding scheduler of a target of `modality`, with the bundle's decoding defaults under `options`."""
+        name = vocab_modality(modality)
+        return make_scheduler(get_modality(name).scheduler, self.vocab,
+                              **{**self.bundle.decoding.get(name, {}), **options})
+
+    def _target_spans(self, template: Any) -> dict[str, torch.Tensor]:
+        """(N,) bool over the target payload for each target segment: where its codes are (segments in order)."""
+        lengths = [self.processor.length(segment.modality) for segment in template.targets]
+        bounds = np.cumsum([0, *lengths])
+        return {segment.field: (torch.arange(bounds[-1]) >= bounds[i]) & (torch.arange(bounds[-1]) < bounds[i + 1])
+                for i, segment in enumerate(template.targets)}
+
+    def _extra_steps(self, extra_steps: Any, segment: Any, template: Any) -> int:
+        if extra_steps is None:
+            return 0
+        if not isinstance(extra_steps, dict) or set(extra_steps) - {s.field for s in template.extra_targets}:
+            raise InputError(f"`extra_steps` maps extra target fields of {template.name} "
+                             f"({[s.field for s in template.extra_targets] or 'it has none'}) to decoding steps, got "
+                             f"{extra_steps!r}.")
+        count = extra_steps.get(segment.field, 0)
+        return _check_steps(count, self.processor.length(segment.modality)) if count else 0
 
     def decode(self, modality: str, ids: torch.Tensor) -> Any:
         """Outputs of `modality` from vocabulary ids (B, N); still-masked positions decode as the first code."""
-        start = self.vocab.range_of(modality)[0]
+        start = self.vocab.range_of(vocab_modality(modality))[0]
         codes = torch.where(ids == self.vocab.mask_id, start, ids.cpu()) - start
         return self.processor.decode(modality, codes)
 
@@ -234,7 +290,7 @@ class UnifiedPipeline:
         return [[columns[s.field][i] if s.field in columns else None for s in template.condition]
                 for i in range(count)]
 
-    def _apply_known(self, sequences: list, known: Any, modality: str) -> torch.Tensor:
+    def _apply_known(self, sequences: list, known: Any, modality: str, span: torch.Tensor) -> torch.Tensor:
         try:
             known = torch.as_tensor(np.asarray(known))
         except (TypeError, ValueError, RuntimeError) as err:
@@ -251,13 +307,11 @@ class UnifiedPipeline:
             raise InputError(f"`known` must be (B, N) with B = {len(sequences)} rows and -1 where unknown, got shape "
                              f"{tuple(known.shape)}.")
         for seq, row in zip(sequences, known):
-            payload = (seq.segment_ids == TARGET) & seq.content_mask
-            if int(payload.sum()) != len(row):
-                raise InputError(f"`known` rows must have {int(payload.sum())} entries, got {len(row)}.")
-            values = seq.input_ids[payload]
+            payload = ((seq.segment_ids == TARGET) & seq.content_mask).nonzero().flatten()[span]  # this target's codes
+            if len(payload) != len(row):
+                raise InputError(f"`known` rows must have {len(payload)} entries, got {len(row)}.")
             given = row >= 0
-            values[given] = self.vocab.to_id(modality, row[given])
-            seq.input_ids[payload] = values
+            seq.input_ids[payload[given]] = self.vocab.to_id(vocab_modality(modality), row[given])
         return known >= 0
 
     # ----- tasks --------------------------------------------------------------------------------------------------
@@ -296,11 +350,18 @@ class UnifiedPipeline:
 
     def act(self, images: Sequence[Any], instructions: Sequence[str], state: Any = None, steps: int = 1,
             guidance_scale: float = 1.0, seed: int | None = None, generator: torch.Generator | None = None,
-            use_cache: bool = True, return_trajectory: bool = False, executed: Any = None,
-            **scheduler_options: Any):
+            use_cache: bool = True, return_trajectory: bool = False, executed: Any = None, foresight_steps: int = 0,
+            estimate: str = "mean", **scheduler_options: Any):
         """Action chunks [B, H, D] in real units for observations (frames) and instructions (+ state [B, S] when
         the checkpoint was trained with state tokens). One decoding step by default: it had the lowest action error
-        and the highest closed-loop success of 1-8 steps (docs/results.md, "Choosing how to decode actions").
+        and the highest closed-loop success of 1-8 steps (docs/results.md, "Choosing how to decode actions"). Each
+        action is the mean of its predicted distribution over the bins (`estimate="mean"`; "mode": the most likely
+        bin), which had the lower action error (docs/results.md).
+
+        A checkpoint trained with foresight rows (`sequence.targets: {vla: [future]}`) can first imagine the frame it
+        will see k steps ahead, in `foresight_steps` MaskGIT steps, and then write the actions attending to it; with
+        0 (the default) the frame stays masked and the actions are written from the observation alone. With
+        `return_trajectory=True`, `extras["future"]` holds the imagined frames.
 
         `executed` [B, d, D] (1 <= d < H) are the actions the robot will still execute from its previous chunk
         while this one is computed (real-time chunking): they are frozen as the first d actions of the new chunk and
@@ -311,8 +372,12 @@ class UnifiedPipeline:
         if state is not None:
             inputs["state"] = self._state_rows(state, batch)
         known = None if executed is None else self._executed_codes(executed, batch)
+        if foresight_steps and "future" not in {s.field for s in self.processor.template("vla").extra_targets}:
+            raise InputError("`foresight_steps` needs a checkpoint trained with foresight rows "
+                             "(sequence.targets: {vla: [future]}); call act() without it.")
         return self.generate("vla", inputs, steps, guidance_scale, seed, generator, use_cache, return_trajectory,
-                             known=known, **scheduler_options)
+                             known=known, extra_steps={"future": foresight_steps} if foresight_steps else None,
+                             estimate=estimate, **scheduler_options)
 
     def _state_rows(self, state: Any, batch: int) -> list[np.ndarray]:
         if not self.uses_state:

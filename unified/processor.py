@@ -21,27 +21,29 @@ import torch
 from .config import ConfigError, Setting
 from .errors import MissingFileError
 from .modality import SPECIAL_TOKENS, TaskTemplate, VocabError, special_token
-from .registry import get_modality, get_task, modalities, tasks
+from .registry import get_modality, get_task, modalities, tasks, vocab_modality
 from .sequence import SequenceBuilder, SequenceError, TokenSequence
 from .vocab import UnifiedVocab
 
 
-# The one sequence setting that belongs to no modality: how task templates read their conditions.
+# The sequence settings that belong to no modality: how task templates read their conditions and what they write.
 CONDITIONS = Setting("conditions", dict[str, dict[str, list[str]]] | None, None,
                      "per task, a condition modality read as other modalities, e.g. {vla: {image: [pixels]}}")
+TARGETS = Setting("targets", dict[str, list[str]] | None, None,
+                  "per task, modalities written beside its target in the same pass, e.g. {vla: [future]} (foresight)")
 
 
 def declared_settings() -> dict[str, Setting]:
     """Every key the `sequence:` section accepts: each registered modality's `sequence_settings`, and `conditions`."""
     declared: dict[str, Setting] = {}
-    owners = {CONDITIONS.name: "the processor"}
+    owners = {CONDITIONS.name: "the processor", TARGETS.name: "the processor"}
     for modality in modalities().values():
         for setting in modality.sequence_settings:
             if setting.name in owners:
                 raise ValueError(f"modality {modality.name!r} declares sequence.{setting.name}, which "
                                  f"{owners[setting.name]} declares too; rename one of them.")
             declared[setting.name], owners[setting.name] = setting, f"modality {modality.name!r}"
-    return {**declared, CONDITIONS.name: CONDITIONS}
+    return {**declared, CONDITIONS.name: CONDITIONS, TARGETS.name: TARGETS}
 
 
 class SequenceSettings:
@@ -70,7 +72,7 @@ class SequenceSettings:
         """The values as a plain dict; with `modality_names`, only `conditions` and those modalities' settings."""
         if modality_names is None:
             return copy.deepcopy(self.__dict__)
-        keep = {CONDITIONS.name, *(setting.name for name in modality_names
+        keep = {CONDITIONS.name, TARGETS.name, *(setting.name for name in modality_names
                                    for setting in get_modality(name).sequence_settings)}
         return {name: copy.deepcopy(value) for name, value in self.__dict__.items() if name in keep}
 
@@ -107,9 +109,11 @@ class Processor:
         self.modality_names = [name for name, _ in vocab.modalities]  # the non-text modalities, in id order
         self.validate()
         names = ["text", *self.modality_names]
+        # Modalities that share the ids of one of these (a future frame shares the image's) lay out like it.
+        names += [name for name, modality in modalities().items() if modality.shares and modality.shares in names]
         lengths = {}
         for name in names:
-            count = get_modality(name).num_tokens(self.tokenizers.get(name), settings)
+            count = get_modality(name).num_tokens(self.tokenizers.get(vocab_modality(name)), settings)
             if count is not None:
                 lengths[name] = count
         self.builder = SequenceBuilder(self.vocab, {name: get_modality(name) for name in names}, lengths,
@@ -152,11 +156,14 @@ class Processor:
 
     # ----- templates ----------------------------------------------------------------------------------------------
     def template(self, task: str) -> TaskTemplate:
-        """The task's template as this processor lays it out (with the configured condition variants)."""
+        """The task's template as this processor lays it out (with the configured condition variants and extra
+        targets)."""
         template = get_task(task)
         for modality, replacements in ((self.settings.conditions or {}).get(task) or {}).items():
             template = template.replace_condition(modality, *replacements)
-        missing = [s.modality for s in template.segments if not s.optional and not self.vocab.has(s.modality)]
+        template = template.with_extra_targets(*((self.settings.targets or {}).get(task) or ()))
+        missing = [s.modality for s in template.segments
+                   if not s.optional and not self.vocab.has(vocab_modality(s.modality))]
         if missing:
             fix = " and ".join(f"model.encoders.{m}" if get_modality(m).continuous else f"tokenizers.{m}"
                                for m in missing)
@@ -177,8 +184,8 @@ class Processor:
         template = self.template(task)
         total = 1
         for segment in template.segments:
-            if self.vocab.has(segment.modality):
-                target = segment is template.target
+            if self.vocab.has(vocab_modality(segment.modality)):
+                target = segment in template.targets
                 size = len(get_modality(segment.modality).delimiters or ()) + self.length(segment.modality, target)
                 total += size * (target_copies if target else 1)
         return total
@@ -186,7 +193,8 @@ class Processor:
     # ----- encoding -----------------------------------------------------------------------------------------------
     def encode(self, modality: str, values: Sequence[Any]) -> list[Any]:
         """Codes (or, for a continuous modality, encoder inputs) of each value, in one batched call."""
-        return get_modality(modality).encode(self.tokenizers.get(modality), list(values), self.settings)
+        return get_modality(modality).encode(self.tokenizers.get(vocab_modality(modality)), list(values),
+                                             self.settings)
 
     def sequences(self, task: str, rows: Sequence[Sequence[Any]], codes: Sequence[Sequence[Any]] | None = None
                   ) -> list[TokenSequence | Exception]:
@@ -250,7 +258,7 @@ class Processor:
     def decode(self, modality: str, codes: Any) -> Any:
         """Outputs of a modality (captions, images, actions in real units, ...) from its codes [B, N]."""
         codes = codes.cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
-        return get_modality(modality).decode(self.tokenizers.get(modality), codes, self.settings)
+        return get_modality(modality).decode(self.tokenizers.get(vocab_modality(modality)), codes, self.settings)
 
     # ----- persistence --------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> dict[str, Any]:

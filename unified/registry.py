@@ -28,11 +28,12 @@ def _builtin_modalities() -> None:
     if _MODALITIES:
         return
     from unimask.tokenizers.action.modalities import ActionModality, StateModality
-    from unimask.tokenizers.image import ImageModality
+    from unimask.tokenizers.image import FutureFrameModality, ImageModality
     from unimask.tokenizers.pixels import PixelModality
     from unimask.tokenizers.text import TextModality
 
-    for modality in (TextModality(), ImageModality(), ActionModality(), StateModality(), PixelModality()):
+    for modality in (TextModality(), ImageModality(), ActionModality(), StateModality(), PixelModality(),
+                     FutureFrameModality()):
         _MODALITIES[modality.name] = modality
 
 
@@ -57,6 +58,11 @@ def get_modality(name: str) -> Modality:
     return _MODALITIES[name]
 
 
+def vocab_modality(name: str) -> str:
+    """The modality whose ids and tokenizer a payload of `name` uses: itself, or the one it shares."""
+    return get_modality(name).shares or name
+
+
 def modalities() -> dict[str, Modality]:
     """Every registered modality by name, in registration order."""
     _builtin_modalities()
@@ -69,7 +75,7 @@ def register_task(template: TaskTemplate, replace: bool = False) -> TaskTemplate
         raise ValueError(f"a task named {template.name!r} is already registered; pass replace=True to swap it.")
     for segment in template.segments:
         get_modality(segment.modality)
-    if template.target.optional:
+    if any(segment.optional for segment in template.targets):
         raise ValueError(f"task {template.name!r}: a target cannot be optional.")
     _TASKS[template.name] = template
     return template

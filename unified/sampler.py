@@ -28,6 +28,8 @@ class GenerationOutput:
     input_ids: torch.Tensor  # (B, L) the whole sequences after decoding
     forward_passes: int  # model calls (a guided call runs both branches in one batch)
     trajectory: list[torch.Tensor] = field(default_factory=list)  # (B, N) payload after every step, if requested
+    # (B, N, V) the restricted logits each written position was committed from (-inf rows where none was)
+    logits: torch.Tensor | None = None
 
 
 def _target_layout(batch: SequenceBatch) -> tuple[int, torch.Tensor]:
@@ -50,11 +52,15 @@ def _target_layout(batch: SequenceBatch) -> tuple[int, torch.Tensor]:
 def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: UnifiedVocab, scheduler: Any,
              num_steps: int, guidance_scale: float = 1.0, use_cache: bool = True,
              generator: torch.Generator | None = None, return_trajectory: bool = False,
-             **timestep_kwargs: Any) -> GenerationOutput:
-    """Fill the [MASK] positions of every row's target payload using `scheduler`."""
+             write: torch.Tensor | None = None, **timestep_kwargs: Any) -> GenerationOutput:
+    """Fill the [MASK] positions of every row's target payload using `scheduler`. `write` (N,) bool, over the target
+    payload, limits the scheduler to those positions (the rest keep what they hold, [MASK] included: a target of
+    several segments is written segment by segment); `tokens` of the output are the written positions."""
     if guidance_scale < 0:
         raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
     first, payload = _target_layout(batch)
+    if write is not None:
+        payload = payload[write.to(payload.device)]
     device = model.device
     batch = batch.to(device)
     guided = guidance_scale != 1.0
@@ -68,8 +74,8 @@ def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: Uni
     if guided:
         features = {name: torch.cat([value, value]) for name, value in features.items()}
     rows = len(batch)
-    modality = int(batch.modality_ids[0, first + int(payload[0])])
-    bias = modality_logit_bias(vocab, device=device)[modality]
+    # Each payload position may take only its own modality's ids (a target may span several modalities).
+    bias = modality_logit_bias(vocab, device=device)[batch.modality_ids[0, first + payload]]  # (N, V)
 
     cache: PrefixCache | None = None
     if use_cache and model.config.attention == "prefix" and first > 0:
@@ -80,6 +86,7 @@ def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: Uni
     trajectory: list[torch.Tensor] = []
     passes = 0
     done = torch.zeros(rows, dtype=torch.bool, device=device)
+    committed_logits = torch.full((rows, len(payload), vocab.size), float("-inf"), device=device)
     for _ in range(num_steps * len(payload)):  # a hard bound; schedulers normally finish in num_steps
         feed = torch.cat([target_ids, target_ids]) if guided else target_ids
         if cache is not None:
@@ -95,6 +102,7 @@ def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: Uni
         logits = logits[:, payload].float() + bias  # (B, N, V)
         out = scheduler.step(logits, target_ids[:, payload], generator=generator)
         target_ids[:, payload] = torch.where(done[:, None], target_ids[:, payload], out.tokens)
+        committed_logits = torch.where((out.committed & ~done[:, None])[..., None], logits, committed_logits)
         done = done | out.done
         if return_trajectory:
             trajectory.append(target_ids[:, payload].cpu().clone())
@@ -102,4 +110,4 @@ def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: Uni
             break
     final = batch.input_ids.clone()
     final[:, first:] = target_ids
-    return GenerationOutput(target_ids[:, payload], final, passes, trajectory)
+    return GenerationOutput(target_ids[:, payload], final, passes, trajectory, committed_logits)

@@ -174,7 +174,7 @@ class SequenceBuilder:
                                     f"{self.caption_length - 1} fit before <eos>. Raise `caption_length` or shorten "
                                     "the text.")
             padding = torch.full((self.caption_length - codes.numel() - 1,), self.vocab.pad_id)
-            return torch.cat([self.vocab.to_id(name, codes), torch.tensor([self.vocab.eos_id]), padding])
+            return torch.cat([self.vocab.to_id(self._ids_of(name), codes), torch.tensor([self.vocab.eos_id]), padding])
         if modality.padded:
             if codes.numel() == 0:
                 raise SequenceError(f"the {segment_field} is empty; give at least one token.")
@@ -184,7 +184,11 @@ class SequenceBuilder:
         elif codes.numel() != self.length(name):
             raise SequenceError(f"expected {self.length(name)} {name} codes for {segment_field!r}, got "
                                 f"{codes.numel()}.")
-        return self.vocab.to_id(name, codes)
+        return self.vocab.to_id(self._ids_of(name), codes)
+
+    def _ids_of(self, name: str) -> str:
+        """The vocabulary range a payload of modality `name` takes (its own, or the one it shares)."""
+        return self.modalities[name].shares or name
 
     def length(self, name: str) -> int:
         if name not in self.lengths:
@@ -194,7 +198,7 @@ class SequenceBuilder:
 
     def build(self, template: TaskTemplate, codes: Sequence[Any],
               features: dict[str, torch.Tensor] | None = None) -> TokenSequence:
-        """One sequence; `codes` holds one entry per segment of the template (condition segments, then the target):
+        """One sequence; `codes` holds one entry per segment of the template (condition segments, then the targets):
         codes, None for an absent optional condition, or None for an all-[MASK] target."""
         segments = template.segments
         if len(codes) != len(segments):
@@ -204,7 +208,7 @@ class SequenceBuilder:
         task_token = self._special(template.name)
         p.add(task_token, CONDITION if template.condition else TARGET, False, vocab.modality_index("special"))
         for segment, value in zip(segments, codes):
-            target = segment is template.target
+            target = segment in template.targets
             if value is None and segment.optional and not target:
                 continue
             role = TARGET if target else CONDITION
@@ -213,7 +217,7 @@ class SequenceBuilder:
             if delimiters:
                 p.add(self._special(delimiters[0]), role, False, vocab.modality_index("special"))
             p.add(self._payload(segment.field, segment.modality, value, target), role, True,
-                  vocab.modality_index(segment.modality))
+                  vocab.modality_index(self._ids_of(segment.modality)))
             if delimiters:
                 p.add(self._special(delimiters[1]), role, False, vocab.modality_index("special"))
         return p.build(template.name, dict(features or {}))

@@ -57,6 +57,18 @@ class ActionModality(Modality):
     def decode(self, tokenizer: Any, codes: np.ndarray, settings: Any) -> np.ndarray:
         return np.asarray(tokenizer.decode_chunks(codes, settings.action_horizon), dtype=np.float32)
 
+    def decode_mean(self, tokenizer: Any, probabilities: np.ndarray, settings: Any) -> np.ndarray:
+        """Chunks [B, H, D] in real units as the expected value of each position's distribution over the bins
+        (B, N, n_bins), instead of its most likely bin: for ordered codes the mean is the better point estimate (the
+        HL-Gauss loss trains a distribution whose mean is the regression target)."""
+        if not isinstance(tokenizer, BinActionTokenizer):
+            raise InputError(f"the mean of the predicted distribution needs ordered codes (the bins tokenizer); this "
+                             f"checkpoint's {type(tokenizer).__name__} codes are not values. Use estimate='mode'.")
+        centres = -1.0 + (np.arange(tokenizer.n_bins) + 0.5) * tokenizer.bin_width
+        normalised = (np.asarray(probabilities, dtype=np.float64) @ centres).reshape(
+            len(probabilities), settings.action_horizon, -1)
+        return np.asarray(tokenizer.normalizer.denormalize(normalised), dtype=np.float32)
+
     def prefix_codes(self, tokenizer: Any, actions: np.ndarray) -> np.ndarray:
         """Codes [B, d * D] of the first d actions [B, d, D] of chunks, the known part when the rest is inpainted."""
         if not isinstance(tokenizer, BinActionTokenizer):

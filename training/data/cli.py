@@ -33,7 +33,7 @@ BOUNDS: dict[str, tuple[tuple[str, float, float], ...]] = {
                ("max_objects", 1, 3)),
     "metaworld": (SEEDS, SHARDS, ("train_episodes", 0, MAX_COUNT), ("test_episodes", 0, MAX_COUNT),
                   ("image_size", 8, MAX_IMAGE_SIZE), ("horizon", 1, 1024), ("max_steps", 1, 10**5),
-                  ("workers", 0, 256)),
+                  ("workers", 0, 256), ("frame_stride", 1, 1000), ("foresight", 0, 10**5)),
     "folder": (SEEDS, SHARDS, FRACTION, ("image_size", 0, MAX_IMAGE_SIZE), ("horizon", 1, 1024)),
     "lerobot": (SEEDS, SHARDS, FRACTION, ("image_size", 0, MAX_IMAGE_SIZE), ("horizon", 1, 1024),
                 ("episodes", 1, MAX_COUNT)),
@@ -97,6 +97,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--frame-stride", type=int, default=1,
                    help="keep one step in N of each episode as a sample (rendering is most of the time: N times "
                         "the episodes for the same time; default 1)")
+    p.add_argument("--foresight", type=int, default=0,
+                   help="also store the frame K steps ahead (future.png) for foresight rows (default 0: none)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default 0 = one per CPU core)")
 
     p = sub.add_parser("folder", help="your own captioned images or robot episodes")
@@ -198,8 +200,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         card = write_metaworld(args.out, tasks=args.tasks or MT10_TASKS, train_episodes=args.train_episodes,
                                test_episodes=args.test_episodes, image_size=args.image_size, camera=args.camera,
                                horizon=args.horizon, max_steps=args.max_steps, frame_stride=args.frame_stride,
-                               workers=args.workers, seed=args.seed, shard_size=args.shard_size,
-                               command=command_line(args))
+                               foresight=args.foresight, workers=args.workers, seed=args.seed,
+                               shard_size=args.shard_size, command=command_line(args))
         rejected = sum(sum(v.values()) for v in card["stats"]["rejected"].values())
         print(f"expert episodes rejected (no success within {args.max_steps} steps): {rejected}")
     elif command == "folder":

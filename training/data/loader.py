@@ -285,7 +285,7 @@ class MixedDataset(IterableDataset):
                 raise DataError(f"{stream.dataset} is made for tasks {card['tasks']} (and lm), not {stream.task!r}.")
             check_pretokenized(card, processor, stream.dataset)
             template = processor.template(stream.task)
-            for segment in (*template.condition, template.target) if card is not None else ():
+            for segment in template.segments if card is not None else ():
                 problem = get_modality(segment.modality).dataset_mismatch(
                     processor.tokenizers.get(segment.modality), card, processor.settings)
                 if problem:

@@ -171,6 +171,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"actions executed per chunk before re-planning (default {suite.VLA_DECODING['execute_steps']})")
     parser.add_argument("--action-steps", type=int, default=0,
                         help=f"decoding steps per action chunk (default {suite.VLA_DECODING['steps']})")
+    parser.add_argument("--estimate", choices=("mean", "mode"), default=None,
+                        help=f"each action as the mean of its predicted bins or the most likely bin (default "
+                             f"{suite.VLA_DECODING['estimate']})")
     parser.add_argument("--delay", type=int, default=0, help="simulated inference delay in control steps: the robot "
                                                              "keeps executing the old chunk meanwhile (default 0)")
     parser.add_argument("--inpaint", action="store_true", help="with --delay: freeze the actions executed during the "
@@ -231,7 +234,8 @@ def _run(args: argparse.Namespace) -> int:
                                   vla_workers=args.workers or available_cores(),
                                   vla_decoding={k: v for k, v in (("execute_steps", args.execute_steps),
                                                                   ("steps", args.action_steps), ("delay", args.delay),
-                                                                  ("inpaint", args.inpaint)) if v},
+                                                                  ("inpaint", args.inpaint), ("estimate", args.estimate))
+                                                if v},
                                   judge_dir=args.judge or None, clip_limit=min(args.limit, 100),
                                   clip=args.clip or None, clip_weights=args.clip_weights or None)
     print((out / "results.md").read_text())

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..format import DataError, check_key, content_hash, make_sample
+from ..format import DataError, check_key, content_hash, encode_png, make_sample
 
 
 def action_chunk(actions: np.ndarray, start: int, horizon: int) -> tuple[np.ndarray, int]:
@@ -60,9 +60,11 @@ def check_episode(frames: np.ndarray, actions: np.ndarray, states: np.ndarray | 
 def episode_samples(prefix: str, episode: int, frames: np.ndarray, actions: np.ndarray, states: np.ndarray | None,
                     instructions: Sequence[str], horizon: int, rng: np.random.Generator, split: str,
                     source: str, extra: dict[str, Any] | None = None,
-                    steps: Sequence[int] | None = None) -> Iterator[tuple[dict[str, Any], str]]:
+                    steps: Sequence[int] | None = None,
+                    foresight: int = 0) -> Iterator[tuple[dict[str, Any], str]]:
     """Yield (sample, frame content hash) for every step of one episode, or for `steps` only (then `frames` holds
-    one frame per listed step)."""
+    one frame per listed step). With `foresight` k, each sample also holds `future.png`: the frame k steps ahead
+    (the last kept frame at or before it; the episode's last frame near its end), and `json.future_step`."""
     if not instructions:
         raise DataError(f"episode {episode} of {prefix} has no instruction; every robot sample needs one.")
     check_key(prefix)
@@ -70,11 +72,17 @@ def episode_samples(prefix: str, episode: int, frames: np.ndarray, actions: np.n
     steps = range(length) if steps is None else [int(t) for t in steps]
     if len(steps) != len(frames):
         raise DataError(f"episode {episode} of {prefix}: {len(frames)} frames for {len(steps)} sampled steps.")
-    for frame, t in zip(frames, steps):
+    for index, (frame, t) in enumerate(zip(frames, steps)):
         chunk, valid = action_chunk(actions, t, horizon)
         meta = {"source": source, "tasks": ["vla"], "split": split, "episode": episode, "step": t,
                 "episode_length": length, "valid_steps": valid, "instructions": list(instructions), **(extra or {})}
+        ahead = None
+        if foresight:
+            ahead = max((i for i, step in enumerate(steps) if step <= t + foresight), default=index)
+            meta["future_step"] = int(steps[ahead])
         sample = make_sample(f"{prefix}-e{episode:05d}-t{t:04d}", image=frame,
                              text=instructions[int(rng.integers(len(instructions)))], actions=chunk,
                              state=None if states is None else np.asarray(states[t], dtype=np.float32), meta=meta)
+        if ahead is not None:
+            sample["future.png"] = encode_png(frames[ahead])
         yield sample, content_hash(frame)

@@ -59,6 +59,7 @@ class _Job:
     horizon: int
     sample_seed: int
     frame_stride: int = 1
+    foresight: int = 0
 
 
 @dataclass
@@ -103,7 +104,7 @@ def _run_job(job: _Job) -> _JobResult:
         index = job.first_index + offset
         samples = list(episode_samples(f"mw-{job.split}-{job.task}", index, episode.frames, episode.actions,
                                        episode.states, instructions, job.horizon, rng, job.split, "metaworld",
-                                       {"task_name": job.task, "seed": seed}, episode.frame_steps))
+                                       {"task_name": job.task, "seed": seed}, episode.frame_steps, job.foresight))
         result.episodes.append({"seed": seed, "index": index, "steps": len(episode.actions), "samples": samples})
     result.seconds = time.time() - started
     return result
@@ -134,8 +135,8 @@ class _ShuffleBuffer:
 
 def write_metaworld(out: str | Path, *, tasks: Sequence[str] = MT10_TASKS, train_episodes: int = 100,
                     test_episodes: int = 10, image_size: int = 64, camera: str = "front", horizon: int = 8,
-                    max_steps: int = 200, frame_stride: int = 1, workers: int = 0, episodes_per_job: int = 10,
-                    seed: int = 0,
+                    max_steps: int = 200, frame_stride: int = 1, foresight: int = 0, workers: int = 0,
+                    episodes_per_job: int = 10, seed: int = 0,
                     shard_size: int = 2000, shuffle_buffer: int = 4000, progress: bool = True,
                     command: str | None = None) -> dict[str, Any]:
     """Render expert demonstrations of `tasks` into `out`; `*_episodes` are successful episodes per task.
@@ -143,7 +144,8 @@ def write_metaworld(out: str | Path, *, tasks: Sequence[str] = MT10_TASKS, train
     `workers=0` uses one process per CPU core; `workers=1` runs in this process (no subprocess). `frame_stride` s
     keeps one step in s of each episode (from a random phase per episode) as a sample: rendering is ~90% of an
     episode's time, so for the same rendering time the data holds about s times as many episodes (initial states,
-    goal positions), whose diversity is what a policy generalises from; adjacent frames add little.
+    goal positions), whose diversity is what a policy generalises from; adjacent frames add little. `foresight` k
+    adds to each sample the frame k steps ahead (`future.png`, a foresight target; see `episode_samples`).
     """
     tasks = list(tasks)
     unknown = [t for t in tasks if t not in MT10_TASKS]
@@ -153,7 +155,7 @@ def write_metaworld(out: str | Path, *, tasks: Sequence[str] = MT10_TASKS, train
         raise DataError(f"unknown camera {camera!r}; choose from {sorted(CAMERAS)} or {list(NAMED_CAMERAS)}.")
     for name, value, low in (("train_episodes", train_episodes, 0), ("test_episodes", test_episodes, 0),
                              ("horizon", horizon, 1), ("max_steps", max_steps, 1), ("frame_stride", frame_stride, 1),
-                             ("episodes_per_job", episodes_per_job, 1)):
+                             ("foresight", foresight, 0), ("episodes_per_job", episodes_per_job, 1)):
         if value < low:
             raise DataError(f"`{name}` must be >= {low}, got {value}.")
     if train_episodes + test_episodes == 0:
@@ -196,7 +198,8 @@ def write_metaworld(out: str | Path, *, tasks: Sequence[str] = MT10_TASKS, train
                             count, first, k = queues[task].pop(0), next_index[task], MT10_TASKS.index(task)
                             jobs.append(_Job(task, k, split, [episode_seed(seed, k, split, first + i)
                                                               for i in range(count)],
-                                             first, image_size, camera, max_steps, horizon, seed, frame_stride))
+                                             first, image_size, camera, max_steps, horizon, seed, frame_stride,
+                                             foresight))
                             next_index[task] += count
                     results = pool.imap(_run_job, jobs) if pool else map(_run_job, jobs)
                     for result in results:
@@ -239,6 +242,7 @@ def write_metaworld(out: str | Path, *, tasks: Sequence[str] = MT10_TASKS, train
                 "horizon": horizon,
                 "max_steps": max_steps,
                 "frame_stride": frame_stride,
+                "foresight": foresight,
                 "action_dim": ACTION_DIM,
                 "action_meaning": "end-effector dx, dy, dz (scaled by Meta-World's action_scale) and gripper effort, "
                                   "each in [-1, 1]",
