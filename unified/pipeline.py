@@ -39,6 +39,7 @@ class PipelineOutput:
     trajectory_images: list[list[Any]] = field(default_factory=list)  # t2i only: decoded images after every step
     codes: torch.Tensor | None = None  # (B, N) the target's codes (vocabulary ids minus the modality's first id)
     extras: dict[str, Any] = field(default_factory=dict)  # decoded extra targets by field (e.g. "future": images)
+    extra_codes: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, N) their codes by field
 
 
 MAX_GUIDANCE = 100.0  # far past any useful guidance; a larger scale only overflows the logits
@@ -172,7 +173,7 @@ class UnifiedPipeline:
                 raise InputError(f"task {template.name!r} has no condition: give the target's `known` codes.")
             rows = [[] for _ in range(len(known))]
         generator = _generator(seed, generator, len(rows))
-        sequences = self.processor.sequences(task, [[*row, None] for row in rows])
+        sequences = self.processor.sequences(task, [[*row, *(None for _ in template.targets)] for row in rows])
         for index, result in enumerate(sequences):
             if isinstance(result, InputError):
                 raise type(result)(f"input {index}: {result}") from result
@@ -195,7 +196,7 @@ class UnifiedPipeline:
             if "given" in inspect.signature(scheduler.set_timesteps).parameters:
                 extra["given"] = given  # the scheduler must never re-mask what the caller gave
         batch = collate(sequences, pad_id=self.vocab.pad_id, padding_side="left")
-        extras, passes = {}, 0
+        extras, extra_codes, passes = {}, {}, 0
         # Extra targets asked for are written first, in template order (a foresight frame before the actions that
         # attend to it); the others stay [MASK] while the target is written.
         for segment in template.extra_targets:
@@ -206,6 +207,7 @@ class UnifiedPipeline:
                                write=spans[segment.field])
                 batch = replace(batch, input_ids=out.input_ids.cpu())
                 extras[segment.field], passes = self.decode(segment.modality, out.tokens), passes + out.forward_passes
+                extra_codes[segment.field] = out.tokens.cpu() - self.vocab.range_of(vocab_modality(segment.modality))[0]
         out = generate(self.model, batch, self.vocab, scheduler, steps, guidance_scale=guidance_scale,
                        use_cache=use_cache, generator=generator, return_trajectory=return_trajectory,
                        write=spans[target.field] if template.extra_targets else None, **extra)
@@ -214,7 +216,8 @@ class UnifiedPipeline:
         if not return_trajectory:
             return outputs
         codes = out.tokens.cpu() - self.vocab.range_of(vocab_modality(target.modality))[0]
-        return PipelineOutput(outputs, passes + out.forward_passes, out.trajectory, codes=codes, extras=extras)
+        return PipelineOutput(outputs, passes + out.forward_passes, out.trajectory, codes=codes, extras=extras,
+                              extra_codes=extra_codes)
 
     def _expected(self, modality: str, out: Any) -> Any:
         """Outputs from the mean of each written position's predicted distribution over its modality's codes (a
