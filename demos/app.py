@@ -33,6 +33,7 @@ from .batching import Batcher, DemoBusyError
 DEFAULT_CHECKPOINT = "runs/quickstart/model"
 MAX_PROMPT_CHARS = 200
 MAX_SEED = 2**31 - 1
+FORESIGHT_STEPS = 4  # MaskGIT steps of the imagined frame (foresight checkpoints)
 MAX_UPLOAD_PIXELS = 4096 * 4096  # a larger picture is refused before it is decoded: the model reads 64 px anyway
 ROBOT_SEED = 10**8  # evaluation seeds start here; the Meta-World dataset writer never uses them
 # Meta-World's action: end-effector displacement (x, y, z) and gripper effort, each in [-1, 1].
@@ -135,6 +136,9 @@ class DemoFunctions:
         self.image_tokens = processor.length("image") if pipeline.has("image") else 0
         self.action_tokens = processor.length("action") if pipeline.has("action") else 0
         self.image_size = pipeline.image_size or 64
+        # A checkpoint trained with foresight rows also imagines the frame it will see k steps ahead.
+        self.foresight = pipeline.has("action") and "future" in {
+            segment.field for segment in processor.template("vla").extra_targets}
         action_dim = processor.settings.action_dim
         self.action_names = (METAWORLD_ACTION_NAMES if action_dim == len(METAWORLD_ACTION_NAMES)
                              else tuple(f"a{d}" for d in range(action_dim)))
@@ -190,7 +194,8 @@ class DemoFunctions:
         return envs
 
     def actions(self, task: str, seed: int = ROBOT_SEED, observation: Any = None, steps: int = 1):
-        """(observation the model saw, chart, table rows [step, *values in real units], info text).
+        """(observation the model saw, chart, table rows [step, *values in real units], info text, the frame it
+        imagines k steps ahead: foresight checkpoints only, else None).
 
         The observation is the task's first frame for `seed`, or the uploaded picture; the instruction (and the
         proprioceptive state, for checkpoints trained with it) always come from the task's episode.
@@ -203,13 +208,13 @@ class DemoFunctions:
         image = obs[envs.IMAGE_KEY] if uploaded is None else uploaded
         instruction = obs[envs.INSTRUCTION_KEY]
         start = time.perf_counter()
-        chunk = self._chunks(steps, (image, instruction, obs[envs.STATE_KEY]))  # (H, D)
+        chunk, imagined = self._chunks(steps, (image, instruction, obs[envs.STATE_KEY]))  # (H, D), frame or None
         seconds = time.perf_counter() - start
         plot = action_chunk_plot(chunk, self.action_names, f"{instruction} (predicted chunk)")
         rows = [[t, *(round(float(v), 4) for v in row)] for t, row in enumerate(chunk)]
         source = "the uploaded picture" if uploaded is not None else f"the first frame of seed {seed}"
         info = f"instruction: {instruction!r}; observation: {source}; {len(chunk)} actions in {seconds:.2f} s"
-        return image, plot, rows, info
+        return image, plot, rows, info, imagined
 
     def _first_frames_batch(self, task: str, seeds: list[int]) -> list[dict]:
         first = not self._first_frame_envs
@@ -222,10 +227,13 @@ class DemoFunctions:
             atexit.register(_close_all, self._first_frame_envs)
         return frames
 
-    def _chunks_batch(self, steps: int, requests: list[tuple]) -> np.ndarray:
+    def _chunks_batch(self, steps: int, requests: list[tuple]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         images, instructions, states = zip(*requests)
-        return self.pipe.act(list(images), list(instructions), state=np.stack(states) if self.pipe.uses_state else None,
-                             steps=steps)
+        out = self.pipe.act(list(images), list(instructions), state=np.stack(states) if self.pipe.uses_state else None,
+                            steps=steps, foresight_steps=FORESIGHT_STEPS if self.foresight else 0,
+                            return_trajectory=True)
+        imagined = [np.asarray(frame.convert("RGB")) for frame in out.extras.get("future", [])] or [None] * len(images)
+        return list(zip(out.outputs, imagined))
 
     def episode(self, task: str, seed: int = ROBOT_SEED, max_steps: int = 60, steps: int = 1):
         """A short closed-loop episode (execute the chunk, re-plan): (frame strip, status text)."""
@@ -333,11 +341,14 @@ def build_app(pipeline, examples: bool = True, title: str = "unimask demo", max_
             decode_button = gr.Button("Decode actions", variant="primary")
             with gr.Row():
                 seen = gr.Image(label="observation the model saw")
+                imagined = gr.Image(label="the frame it imagines ahead (foresight checkpoints)",
+                                    visible=functions.foresight)
                 plot = gr.Image(label="action chunk")
             table = gr.Dataframe(headers=["step", *functions.action_names], label="actions in real units")
             act_info = gr.Textbox(label="run", interactive=False)
             decode_button.click(friendly(functions.actions), [task, robot_seed, upload, act_steps],
-                                [seen, plot, table, act_info], api_name="actions", concurrency_limit=max_pending,
+                                [seen, plot, table, act_info, imagined], api_name="actions",
+                                concurrency_limit=max_pending,
                                 preprocess=False)
             with gr.Row():
                 max_steps = gr.Slider(5, 200, value=60, step=5, label="episode length cap (actions)")

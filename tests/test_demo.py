@@ -37,7 +37,8 @@ def test_tab_functions_return_what_the_widgets_show(pipe):
     again, _, _ = demo.text_to_image("the digit seven", steps=3, guidance=2.0, seed=1)
     assert np.array_equal(np.asarray(again), np.asarray(image)) and info.startswith("3 steps,")
 
-    seen, plot, rows, info = demo.actions("drawer-open-v3", seed=ROBOT_SEED, steps=2)
+    seen, plot, rows, info, imagined = demo.actions("drawer-open-v3", seed=ROBOT_SEED, steps=2)
+    assert imagined is None  # the tiny checkpoint has no foresight rows
     assert seen.shape == (64, 64, 3) and seen.std() > 5  # the rendered first frame of the episode
     state = None
     if pipe.uses_state:
@@ -51,7 +52,7 @@ def test_tab_functions_return_what_the_widgets_show(pipe):
     assert np.abs(direct).max() <= 1.0 + 1e-6  # real units: the action tokenizer was fitted on [-1, 1]
     assert np.asarray(plot).std() > 0 and "open the drawer" in info
     upload = np.full((40, 50, 4), 200, np.uint8)
-    seen_upload, _, _, info_upload = demo.actions("drawer-open-v3", ROBOT_SEED, upload, 2)
+    seen_upload, _, _, info_upload, _ = demo.actions("drawer-open-v3", ROBOT_SEED, upload, 2)
     assert seen_upload.shape == (40, 50, 3) and "uploaded" in info_upload
 
     strip, status = demo.episode("reach-v3", seed=ROBOT_SEED, max_steps=5, steps=2)
@@ -132,7 +133,7 @@ def test_each_tab_answers_through_gradio_client(served, tmp_path):
     assert isinstance(caption, str)
     image, gallery, info = client.predict("the digit seven", 3, 2.0, 0, api_name="/text_to_image")
     assert Image.open(image).size == (256, 256) and len(gallery) == 3 and info.startswith("3 steps")
-    seen, plot, table, info = client.predict("drawer-open-v3", ROBOT_SEED, None, 2, api_name="/actions")
+    seen, plot, table, info, _ = client.predict("drawer-open-v3", ROBOT_SEED, None, 2, api_name="/actions")
     assert Image.open(seen).size == (64, 64) and Image.open(plot).size == (560, 280)
     assert table["headers"] == ["step", "x", "y", "z", "gripper"] and len(table["data"]) == 2
     strip, status = client.predict("reach-v3", ROBOT_SEED, 5, 2, api_name="/episode")

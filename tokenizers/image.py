@@ -192,7 +192,9 @@ class VQImageTokenizer:
         if raw.get("_class_name") not in (None, "VQModel"):
             raise ValueError(f"{directory} holds a {raw.get('_class_name')}, not a diffusers VQModel.")
         # low_cpu_mem_usage=False: VQ tokenizers are small, and the default would ask for `accelerate` on every load.
-        model = VQModel.from_pretrained(str(directory), local_files_only=True, low_cpu_mem_usage=False)
+        # float32 whatever the file holds (the shipped tokenizers are stored in half precision).
+        model = VQModel.from_pretrained(str(directory), local_files_only=True, low_cpu_mem_usage=False,
+                                        torch_dtype=torch.float32)
         settings = json.loads((directory / SETTINGS_FILE).read_text()) if (directory / SETTINGS_FILE).is_file() else {}
         return cls(model, resolution=settings.get("resolution"))
 

@@ -14,6 +14,7 @@ held-out episode seeds and sampling seeds of `unimask eval`, so runs of differen
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,23 +71,24 @@ PLANS = {
 }
 
 
+def _copy_builtin_tokenizers(tok: Path) -> dict[str, Any]:
+    """The shipped text and VQ tokenizers of the built-in data, copied into the run (`unimask builtin-tokenizers`)."""
+    import shutil
+
+    from unimask.training.builtin_tokenizers import builtin_folder
+
+    source = builtin_folder()
+    shutil.copytree(source / "text", tok / "text", dirs_exist_ok=True)
+    shutil.copytree(source / "vq", tok / "vq" / "tokenizer", dirs_exist_ok=True)
+    return {"from": str(source), **json.loads((source / "build.json").read_text())}
+
+
 def _counts(card: dict[str, Any]) -> dict[str, int]:
     return {split: info["count"] for split, info in card["splits"].items()}
 
 
-def _texts_of(dataset: Path, task: str) -> list[str]:
-    from unimask.training.data.loader import iterate_samples
-
-    texts: list[str] = []
-    for sample in iterate_samples(dataset, split="train", task=task):
-        texts += sample["text"].paraphrases
-    return texts
-
-
 def _fit_action_tokenizers(mt10: Path, out: Path) -> dict[str, Any]:
     """Action bins (q01/q99) and state bins (min/max) fitted on the train split, read without decoding a frame."""
-    import json
-
     from unimask.modality import decode_npy
     from unimask.tokenizers.action import BinActionTokenizer
     from unimask.training.data.format import read_raw, resolve_shards
@@ -144,8 +146,10 @@ def train_config(out: Path, plan: QuickstartPlan, seed: int = 0) -> dict[str, An
     }
 
 
-def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: str = "") -> dict[str, Any]:
-    """Every stage, or the stages up to `until="plan"`: data, tokenizers, pre-tokenized shards and `train.yaml`."""
+def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: str = "",
+                   retrain_tokenizers: bool = False) -> dict[str, Any]:
+    """Every stage, or the stages up to `until="plan"`: data, tokenizers, pre-tokenized shards and `train.yaml`.
+    The text and VQ tokenizers are the shipped ones of the built-in data unless `retrain_tokenizers`."""
     import yaml
 
     from unimask.training.stages import StageRunner
@@ -171,28 +175,15 @@ def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: s
                                                             test_episodes=plan.mt10_test_episodes,
                                                             workers=available_cores(), seed=seed)), data / "mt10")
 
-    def text_tokenizer() -> dict[str, Any]:
-        from unimask.tokenizers.text import train_text_tokenizer
+    if retrain_tokenizers:
+        from unimask.training.builtin_tokenizers import train_text, vq_config
+        from unimask.training.vq_trainer import train_vq
 
-        texts = _texts_of(data / "digits", "i2t") + _texts_of(data / "shapes", "i2t") + _texts_of(data / "mt10", "vla")
-        tokenizer = train_text_tokenizer(texts, vocab_size=512, out_dir=tok / "text")
-        return {"texts": len(texts), "size": len(tokenizer)}
-
-    runner.run("tokenizer-text", text_tokenizer, tok / "text")
-
-    def vq() -> dict[str, Any]:
-        from unimask.training.vq_trainer import VQModelConfig, VQTrainConfig, train_vq
-
-        # configs/vq/tiny-cpu.yaml's settings, sized by the plan. Only images the model writes train the codebook:
-        # the robot's frames are read through the pixel encoder.
-        config = VQTrainConfig(data=[str(data / "digits"), str(data / "shapes")], seed=seed,
-                               max_images=plan.vq_max_images, steps=plan.vq_steps, batch_size=plan.vq_batch, lr=2e-3,
-                               warmup=50,
-                               sample_every=plan.vq_steps, checkpoint_every=max(100, plan.vq_steps // 4),
-                               model=VQModelConfig(block_out_channels=[16, 32, 64, 64]))
-        return train_vq(config, tok / "vq")
-
-    runner.run("tokenizer-vq", vq, tok / "vq")
+        runner.run("tokenizer-text", lambda: train_text(data, tok / "text"), tok / "text")
+        runner.run("tokenizer-vq", lambda: train_vq(vq_config(data, plan.vq_steps, plan.vq_batch, seed,
+                                                              plan.vq_max_images), tok / "vq"), tok / "vq")
+    else:
+        runner.run("tokenizers-builtin", lambda: _copy_builtin_tokenizers(tok), tok)
     runner.run("tokenizer-actions", lambda: _fit_action_tokenizers(data / "mt10", tok), tok / "actions")
 
     def pretokenize() -> dict[str, Any]:
@@ -245,8 +236,12 @@ def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: s
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("quickstart", help="build data, tokenizers and one unified model, evaluate, report")
     parser.add_argument("--out", default="runs/quickstart", help="run folder (resumes stage by stage)")
-    parser.add_argument("--mode", choices=sorted(PLANS), default="quick", help="quick (~15 min on 2 CPU cores), full (~90 min) or gpu (~10 min on one GPU)")
+    parser.add_argument("--mode", choices=sorted(PLANS), default="quick",
+                        help="quick (~15 min on 2 CPU cores), full (~90 min) or gpu (~10 min on one GPU)")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything the run draws (default 0)")
     parser.add_argument("--until", choices=("plan",), default="",
                         help="stop after the data, tokenizers and train.yaml (to train variants of one plan)")
-    parser.set_defaults(func=lambda args: run_quickstart(args.out, args.mode, args.seed, args.until) and 0)
+    parser.add_argument("--retrain-tokenizers", action="store_true",
+                        help="train the text and VQ tokenizers in the run instead of using the shipped ones")
+    parser.set_defaults(func=lambda args: run_quickstart(args.out, args.mode, args.seed, args.until,
+                                                         args.retrain_tokenizers) and 0)

@@ -40,6 +40,25 @@ def hero_picture(pipe: Any) -> Image.Image:
                           columns=len(prompts))
 
 
+def foresight_picture(pipe: Any, mt10: Path, count: int = 6, steps: int = 4) -> Image.Image:
+    """Held-out observations of a foresight policy: the frame it imagines k steps ahead (top row, decoded in `steps`
+    MaskGIT steps) above the frame the expert's demonstration reached (bottom row), under each instruction."""
+    from unimask.modality import decode_image, decode_npy
+    from unimask.training.data.format import read_raw, resolve_shards
+    from unimask.training.plots import captioned_grid
+
+    raws = [raw for raw, _ in zip(read_raw(resolve_shards(mt10, "test")[0]), range(count))]
+    frames = [decode_image(raw["png"]) for raw in raws]
+    instructions = [raw["txt"].decode() for raw in raws]
+    state = np.stack([decode_npy(raw["state.npy"]) for raw in raws]) if pipe.uses_state else None
+    imagined = pipe.act(frames, instructions, state=state, foresight_steps=steps, return_trajectory=True).extras["future"]
+    real = [decode_image(raw["future.png"]) for raw in raws]
+    size = pipe.image_size or 64
+    pictures = [np.asarray(image.convert("RGB").resize((size, size))) for image in imagined] + real
+    return captioned_grid(pictures, [f"imagined: {text}" for text in instructions] + ["real"] * len(real),
+                          columns=len(raws))
+
+
 def draw_pictures(out: str | Path) -> dict[str, str]:
     """Every picture of the report into `out/pictures`, from the run's exported model (`out/model`), its data, its
     training metrics and its evaluation's image grids: {title: file name}."""
@@ -83,6 +102,10 @@ def draw_pictures(out: str | Path) -> dict[str, str]:
     title = f"model vs expert: {samples[0]['text'].stored}"
     action_comparison_plot(samples[0]["action"], predicted[0], names, title).save(pictures / "actions.png")
     made["action chunk (model vs expert)"] = "actions.png"
+
+    if "future" in {segment.field for segment in pipe.processor.template("vla").extra_targets}:
+        foresight_picture(pipe, out / "data" / "mt10").save(pictures / "foresight.png")
+        made["foresight: the frame the policy imagines k steps ahead (top) and the real one (bottom)"] = "foresight.png"
 
     env = MetaWorldEnv("drawer-open-v3")
     episode = rollout(PipelinePolicy(pipe)("drawer-open-v3"), env, eval_seeds("drawer-open-v3", 1)[0],

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "unimask.tokenizers.text",
     "unimask.training.fit_actions",
     "unimask.training.vq_trainer",
+    "unimask.training.builtin_tokenizers",
     "unimask.training.data.cli",
     "unimask.training.launch",
     "unimask.training.evaluation.cli",
