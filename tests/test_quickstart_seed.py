@@ -1,5 +1,6 @@
-"""`unimask quickstart --seed N` seeds everything it draws: the same seed writes the same data, tokenizers and plan,
-byte for byte; another seed writes other data (checked on a tiny plan, up to the training config)."""
+"""`unimask quickstart --seed N` seeds everything it draws: the same seed writes the same data, tokenizers (trained in
+the run with --retrain-tokenizers) and plan, byte for byte; another seed writes other data (checked on a tiny plan,
+up to the training config)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def files(root: Path) -> dict[str, bytes]:
 def test_the_same_seed_writes_the_same_run_and_another_seed_another(tmp_path, monkeypatch):
     monkeypatch.setitem(quickstart.PLANS, "tiny", TINY)
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        quickstart.run_quickstart(tmp_path / name, "tiny", seed=seed, until="plan")
+        quickstart.run_quickstart(tmp_path / name, "tiny", seed=seed, until="plan", retrain_tokenizers=True)
     a, b, c = (files(tmp_path / name) for name in "abc")
     shards = [k for k in a if k.endswith(".tar")]
     assert shards and any("mt10" in k for k in shards) and any(k.endswith(".safetensors") for k in a)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from unimask.atomic import atomic_write_text, read_json
-from unimask.modality import Modality, decode_image
+from unimask.modality import Modality, SampleError, decode_image, decode_npy
 
 from .image import to_tensor_batch
 
@@ -60,6 +60,8 @@ class PixelModality(Modality):
 
     name = "pixels"
     raw_keys = ("png", "jpg")
+    # Pre-tokenized: the prepared uint8 (3, R, R) array itself, so training decodes no PNG in its hot path.
+    codes_key = "pixels.npy"
     continuous = True
     delimiters = ("soi", "eoi")
 
@@ -75,3 +77,12 @@ class PixelModality(Modality):
 
     def read(self, raw: dict[str, bytes], meta: dict[str, Any]) -> np.ndarray:
         return decode_image(raw.get("png") or raw["jpg"])
+
+    def read_codes(self, data: bytes) -> np.ndarray:
+        pixels = decode_npy(data)
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[0] != 3:
+            raise SampleError("bad_shape", f"pixels.npy must be uint8 (3, R, R), got {pixels.dtype} {pixels.shape}")
+        return pixels
+
+    def codes_entry(self, codes: Any) -> np.ndarray:
+        return np.asarray(codes, dtype=np.uint8)

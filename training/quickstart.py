@@ -192,9 +192,12 @@ def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: s
 
         vq_tokenizer = get_modality("image").load_tokenizer(tok / "vq" / "tokenizer")
         actions = get_modality("action").load_tokenizer(tok / "actions")
+        # Conditions read as pixels are stored ready for the encoder: no PNG is decoded while training.
+        pixels = get_modality("pixels").tokenizer_for(PIXEL_ENCODER)
         counts = {}
-        for name, tokenizers in (("digits", {"image": vq_tokenizer}), ("shapes", {"image": vq_tokenizer}),
-                                 ("mt10", {"action": actions})):
+        for name, tokenizers in (("digits", {"image": vq_tokenizer, "pixels": pixels}),
+                                 ("shapes", {"image": vq_tokenizer, "pixels": pixels}),
+                                 ("mt10", {"action": actions, "pixels": pixels})):
             counts[name] = _counts(pretokenize_shards(data / name, data / f"{name}-tok", tokenizers))
         return counts
 

@@ -126,6 +126,15 @@ class Modality:
         key = next(k for k in self.raw_keys if k in raw)
         return decode_npy(raw[key])
 
+    def read_codes(self, data: bytes) -> np.ndarray:
+        """Pre-tokenized codes from their shard entry (`codes_key`): a flat int64 array."""
+        return decode_npy(data).astype(np.int64).reshape(-1)
+
+    def codes_entry(self, codes: Any) -> np.ndarray:
+        """What pre-tokenizing stores for one value's codes (the smallest integer type that holds them)."""
+        codes = np.asarray(codes)
+        return codes.astype(np.int16 if codes.size == 0 or int(codes.max()) < 2**15 else np.int32)
+
     def check_settings(self, tokenizer: Any, settings: Any) -> None:
         """Raise `InputError` when the sequence settings disagree with this modality's tokenizer."""
 

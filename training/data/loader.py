@@ -146,7 +146,7 @@ def decode_sample(raw: dict[str, Any], template: TaskTemplate, card: dict[str, A
             raise SampleError("missing_key", f"needs one of {keys} for {template.name}, has {present}")
         try:
             if has_codes:
-                out[f"{modality.name}_codes"] = decode_npy(raw[modality.codes_key]).astype(np.int64).reshape(-1)
+                out[f"{modality.name}_codes"] = modality.read_codes(raw[modality.codes_key])
             if any(k in raw for k in modality.raw_keys):
                 out[modality.name] = modality.read(raw, out["meta"])
         except SampleError:

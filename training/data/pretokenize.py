@@ -23,10 +23,6 @@ from unimask.registry import get_modality
 from .format import DataError, DatasetWriter, encode_npy, read_card, read_raw
 
 
-def _codes_dtype(codes: np.ndarray) -> Any:
-    return np.int16 if codes.size == 0 or int(codes.max()) < 2**15 else np.int32
-
-
 def pretokenize_shards(inp: str | Path, out: str | Path, tokenizers: Mapping[str, Any], *,
                        settings: SequenceSettings | None = None, batch_size: int = 64,
                        provenance: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
@@ -59,7 +55,7 @@ def pretokenize_shards(inp: str | Path, out: str | Path, tokenizers: Mapping[str
                         values.append(modality.read(sample, meta))
                     if todo:
                         for sample, codes in zip(todo, modality.encode(tokenizers[name], values, settings)):
-                            sample[modality.codes_key] = encode_npy(codes.astype(_codes_dtype(codes)))
+                            sample[modality.codes_key] = encode_npy(modality.codes_entry(codes))
                         stats["encoded"][name] += len(todo)
                 for sample in pending:
                     writer.write(split, sample)
