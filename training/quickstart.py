@@ -83,6 +83,21 @@ def _copy_builtin_tokenizers(tok: Path) -> dict[str, Any]:
     return {"from": str(source), **json.loads((source / "build.json").read_text())}
 
 
+def _pretokenize_dataset(data: Path, tok: Path, name: str, modalities: tuple[str, ...]) -> dict[str, int]:
+    """`data/<name>` -> `data/<name>-tok` with the codes of `modalities` (one thread; a quickstart worker)."""
+    import torch
+
+    from unimask.registry import get_modality
+    from unimask.training.data.pretokenize import pretokenize_shards
+
+    torch.set_num_threads(1)
+    folders = {"image": tok / "vq" / "tokenizer", "action": tok / "actions"}
+    # Conditions read as pixels are stored ready for the encoder: no PNG is decoded while training.
+    tokenizers = {modality: get_modality("pixels").tokenizer_for(PIXEL_ENCODER) if modality == "pixels"
+                  else get_modality(modality).load_tokenizer(folders[modality]) for modality in modalities}
+    return _counts(pretokenize_shards(data / name, data / f"{name}-tok", tokenizers))
+
+
 def _counts(card: dict[str, Any]) -> dict[str, int]:
     return {split: info["count"] for split, info in card["splits"].items()}
 
@@ -137,7 +152,7 @@ def train_config(out: Path, plan: QuickstartPlan, seed: int = 0) -> dict[str, An
                              {"dataset": str(data / "shapes-tok"), "task": "t2i", "weight": plan.shapes_weight},
                              {"dataset": str(data / "mt10-tok"), "task": "vla", "weight": 2.0}],
                  "batch_size": plan.batch_size, "shuffle_buffer": 1000, "seed": seed,
-                 "num_workers": plan.loader_workers},
+                 "num_workers": plan.loader_workers, "pad_multiple": 16 if plan.compile else 1},
         "masking": MASKING,
         "optim": {"lr": plan.lr, "warmup": max(20, plan.train_steps // 20)},
         "train": {"out": str(out / "train"), "steps": plan.train_steps, "log_every": 20, "seed": seed,
@@ -187,19 +202,17 @@ def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: s
     runner.run("tokenizer-actions", lambda: _fit_action_tokenizers(data / "mt10", tok), tok / "actions")
 
     def pretokenize() -> dict[str, Any]:
-        from unimask.registry import get_modality
-        from unimask.training.data.pretokenize import pretokenize_shards
+        # One single-threaded process per dataset, as many at a time as there are cores: a stage of processes keeps
+        # its pace beside another busy process, where one process on several threads can stall (docs/training.md).
+        import multiprocessing
 
-        vq_tokenizer = get_modality("image").load_tokenizer(tok / "vq" / "tokenizer")
-        actions = get_modality("action").load_tokenizer(tok / "actions")
-        # Conditions read as pixels are stored ready for the encoder: no PNG is decoded while training.
-        pixels = get_modality("pixels").tokenizer_for(PIXEL_ENCODER)
-        counts = {}
-        for name, tokenizers in (("digits", {"image": vq_tokenizer, "pixels": pixels}),
-                                 ("shapes", {"image": vq_tokenizer, "pixels": pixels}),
-                                 ("mt10", {"action": actions, "pixels": pixels})):
-            counts[name] = _counts(pretokenize_shards(data / name, data / f"{name}-tok", tokenizers))
-        return counts
+        from unimask.training.launch import available_cores
+
+        jobs = [(data, tok, name, modalities) for name, modalities in (("digits", ("image", "pixels")),
+                                                                      ("shapes", ("image", "pixels")),
+                                                                      ("mt10", ("action", "pixels")))]
+        with multiprocessing.get_context("spawn").Pool(min(len(jobs), available_cores())) as pool:
+            return dict(zip((job[2] for job in jobs), pool.starmap(_pretokenize_dataset, jobs)))
 
     runner.run("pretokenize", pretokenize, data)
 

@@ -51,12 +51,14 @@ class DataConfig:
     image_batch: int = 32  # samples per tokenizer call when values are tokenized on the fly (VQ encoder batches)
     seed: int = 0  # base seed of shard order, shuffle buffers and mixing (rank/worker/epoch derive from it)
     drop_last: bool = True  # drop a final partial batch (only happens in non-resampled mode)
+    pad_multiple: int = 1  # pad each batch's length up to a multiple of this (few distinct shapes for compiled models)
 
     def __post_init__(self) -> None:
         check_integer_fields(self, (("batch_size", 1, MAX_BATCH, "it is per rank"),
                                     ("num_workers", 0, MAX_WORKERS, "0 reads in the training process"),
                                     ("shuffle_buffer", 0, MAX_SHUFFLE_BUFFER, "0 or 1 turns shuffling off"),
-                                    ("image_batch", 1, 4096, ""), ("seed", 0, MAX_SEED, "")), error=DataError)
+                                    ("image_batch", 1, 4096, ""), ("seed", 0, MAX_SEED, ""),
+                                    ("pad_multiple", 1, 4096, "1 pads to the longest row only")), error=DataError)
         check_choice("split_by", self.split_by, ("auto", "shard", "sample"), error=DataError)
         self.streams = [s if isinstance(s, StreamConfig) else StreamConfig(**s) for s in self.streams]
 

@@ -333,10 +333,10 @@ class MixedDataset(IterableDataset):
         for sequence in self.sequences():
             batch.append(sequence)
             if len(batch) == self.config.batch_size:
-                yield collate(batch, pad_id)
+                yield collate(batch, pad_id, pad_to_multiple_of=self.config.pad_multiple)
                 batch = []
         if batch and not self.config.drop_last:
-            yield collate(batch, pad_id)
+            yield collate(batch, pad_id, pad_to_multiple_of=self.config.pad_multiple)
 
 
 def check_pretokenized(card: dict[str, Any] | None, processor: Processor, where: str) -> None:
