@@ -79,7 +79,7 @@ def build_builtin_tokenizers(out: str | Path, work: str | Path, vq_steps: int = 
     if not (data / "shapes" / "dataset.json").is_file():
         write_shapes(data / "shapes", train=4000, test=300, seed=seed)
     if not (data / "mt10" / "dataset.json").is_file():
-        write_metaworld(data / "mt10", train_episodes=20, test_episodes=0, frame_stride=4,
+        write_metaworld(data / "mt10", train_episodes=20, test_episodes=2, frame_stride=4,
                         workers=available_cores(), seed=seed)
     report: dict[str, Any] = {"text": train_text(data, out / "text")}
     torch.set_num_threads(1)  # one thread: predictable beside other work on the machine (docs/training.md)
