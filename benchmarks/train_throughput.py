@@ -85,10 +85,10 @@ def synthetic_model_and_batches(model_name: str, batch_size: int, device: torch.
 
 
 def measure(model_name: str, shape: str, batch_size: int, steps: int, warmup: int, device: torch.device,
-            deepspeed: str, compile_mode: str, attention: str) -> dict:
+            deepspeed: str, compile_mode: str, attention: str, precision: str = "auto") -> dict:
     vocab, model, batches = synthetic_model_and_batches(model_name, batch_size, device, shape)
     config, encoders = model.config, model.config.encoders
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     model.attention_kernel = attention
     if compile_mode:
         model.compile(mode=None if compile_mode == "default" else compile_mode)
@@ -147,6 +147,8 @@ def main() -> None:
     parser.add_argument("--deepspeed", default="", help="a DeepSpeed JSON, e.g. configs/deepspeed/zero2.json")
     parser.add_argument("--compile", default="", help="torch.compile mode (default, reduce-overhead, ...); off if empty")
     parser.add_argument("--attention", choices=("sdpa", "flex"), default="sdpa")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto: bf16 on a GPU that has it, fp32 elsewhere (train.precision's rule)")
     parser.add_argument("--json", default="", help="append each result as a JSON line to this file")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -160,7 +162,7 @@ def main() -> None:
     print("|" + "---|" * (len(columns) + 1))
     for name in args.models.split(","):
         result = measure(name, args.shape, args.batch, args.steps, args.warmup, device, args.deepspeed, args.compile,
-                         args.attention)
+                         args.attention, args.precision)
         rest = result.get("time/idle", result.get("time/other"))
         cells = [f"{result[c]:.3g}" if isinstance(result[c], float) else str(result[c]) for c in columns]
         print("| " + " | ".join(cells) + f" | {rest:.3g} |", flush=True)

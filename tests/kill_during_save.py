@@ -7,12 +7,12 @@ before its completion marker, at the step given first on the command line.
 import os
 import sys
 
-import unimask.training.engines as engines
+import unimask.training.trainer as trainer
 from unimask.cli import main
 
 
 def die_before_marker(step: int):
-    write_marker = engines.write_marker
+    write_marker = trainer.write_marker
 
     def marker(directory, tag, at_step, keep_last):
         if at_step == step:
@@ -23,5 +23,5 @@ def die_before_marker(step: int):
 
 
 if __name__ == "__main__":
-    engines.write_marker = die_before_marker(int(sys.argv[1]))
+    trainer.write_marker = die_before_marker(int(sys.argv[1]))
     sys.exit(main(sys.argv[2:]))

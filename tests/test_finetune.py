@@ -83,7 +83,7 @@ def test_lora_trains_adapters_only_and_export_merges_them_exactly(base, tmp_path
     with torch.no_grad():  # the merged plain model computes what peft's adapter layers computed
         assert torch.allclose(merged(ids).logits, model(ids).logits, atol=1e-4)
         assert not torch.allclose(merged(ids).logits, load_bundle(base / "bundle").model(ids).logits, atol=1e-3)
-    from unimask.training.trainer import export_checkpoint
+    from unimask.training.export import export_checkpoint
 
     export_checkpoint(tmp_path / "lora", tmp_path / "merged2")
     again = MaskedDiffusionTransformer.from_pretrained(tmp_path / "merged2")

@@ -123,7 +123,7 @@ def test_a_copied_run_exports_without_the_folders_its_config_names(finished, tmp
     from unimask.bundle import load_bundle
     from unimask.cli import main
     from unimask.errors import MissingFileError
-    from unimask.training.trainer import export_checkpoint
+    from unimask.training.export import export_checkpoint
 
     copy = tmp_path / "elsewhere" / "run"
     shutil.copytree(finished, copy)

@@ -8,7 +8,8 @@ small interface (`backward`, `step`, `save`, `load`, `state_dict_for_export`):
   unimask config so the two never disagree). A client `torch.optim.AdamW` is used, so no DeepSpeed op is built.
 - `TorchEngine`: plain PyTorch (DDP when the world is larger than one), for machines without DeepSpeed.
 
-Checkpoints are written under `<run>/checkpoints/<tag>/` and marked complete by `unimask.training.checkpoints`.
+Checkpoints are written under `<run>/checkpoints/<tag>/`; the trainer adds each rank's generators and marks the tag
+complete (`unimask.training.checkpoints`).
 
 Numeric guard: an optimizer step whose loss (on any rank) or gradient norm is not finite is not taken, and
 `last_skipped` says so. `TorchEngine` decides on the device: the flag is handed to the fused AdamW kernel as its
@@ -30,7 +31,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from unimask.training.checkpoints import write_marker
 
 
 def free_port() -> int:
@@ -67,6 +67,12 @@ def init_distributed(use_deepspeed: bool) -> tuple[int, int, int]:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
     return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in a world of one)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def finite_everywhere(value: torch.Tensor) -> bool:
@@ -136,15 +142,15 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         return True
 
-    def save(self, directory: Path, tag: str, client_state: dict[str, Any], keep_last: int) -> None:
+    def save(self, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
+        """Write the model, optimizer, schedule and `client_state` into `directory/tag` (rank 0; all ranks call)."""
+        (directory / tag).mkdir(parents=True, exist_ok=True)
         if dist.get_rank() == 0:
-            (directory / tag).mkdir(parents=True, exist_ok=True)
             state = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "client_state": client_state}
             from unimask.atomic import atomic_torch_save
 
             atomic_torch_save(directory / tag / "state.pt", state)
-            write_marker(directory, tag, client_state["step"], keep_last)
         dist.barrier()
 
     def load(self, directory: Path, tag: str) -> dict[str, Any]:
@@ -200,11 +206,8 @@ class DeepSpeedEngine:
             self.last_skipped = False
         return boundary
 
-    def save(self, directory: Path, tag: str, client_state: dict[str, Any], keep_last: int) -> None:
+    def save(self, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
         self.engine.save_checkpoint(str(directory), tag=tag, client_state=client_state, save_latest=False)
-        dist.barrier()
-        if dist.get_rank() == 0:
-            write_marker(directory, tag, client_state["step"], keep_last)
         dist.barrier()
 
     def load(self, directory: Path, tag: str) -> dict[str, Any]:

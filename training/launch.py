@@ -122,7 +122,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from unimask.training.trainer import export_checkpoint
+    from unimask.training.export import export_checkpoint
 
     if args.tag is not None and (Path(args.tag).name != args.tag or args.tag in ("", ".", "..")):
         raise ConfigError(f"`--tag` must name a checkpoint folder such as step00001000, got {args.tag!r}.", key="--tag")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-import random
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -21,20 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from unimask.atomic import atomic_write_text
+from unimask.atomic import atomic_torch_save, atomic_write_text
 from unimask.bundle import Bundle
-from unimask.config import load_config, save_config
-from unimask.errors import MissingFileError
-from unimask.model import MaskedDiffusionConfig, MaskedDiffusionTransformer
+from unimask.config import save_config
+from unimask.model import MaskedDiffusionTransformer
 from unimask.processor import Processor
 from unimask.registry import tasks
-from unimask.training.checkpoints import (CheckpointError, complete_tags, damage, intact_tag, latest_tag,
-                                          remove_orphans, run_processor, save_run_processor)
-from unimask.training.engines import (DeepSpeedEngine, TorchEngine, deepspeed_config, finite_everywhere, fused_adamw,
-                                      init_distributed)
+from unimask.training.checkpoints import intact_tag, latest_tag, remove_orphans, save_run_processor, write_marker
+from unimask.training.engines import (DeepSpeedEngine, TorchEngine, barrier, deepspeed_config, finite_everywhere,
+                                      fused_adamw, init_distributed)
 from unimask.training.finetune import (add_lora, export_state, load_bundle_weights, resolve_bundle_init,
                                        trainable_summary)
 from unimask.training.resume import apply_learning_rate, check_resume, record_resume
+from unimask.training.rng import capture_rng, restore_rng
 from unimask.training.step import train_step
 from unimask.training.timing import StepTimer
 from unimask.training.train_config import TrainConfig, check_model_fits, trained_tasks
@@ -92,16 +91,6 @@ def mask_schedules(config: TrainConfig, vocab) -> dict[str, str]:
     return {name: config.masking.schedule_of(name) for name in ("text", *(n for n, _ in vocab.modalities))}
 
 
-def _numpy_state() -> list:
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
-
-
-def _python_state() -> list:
-    version, internal, gauss_next = random.getstate()
-    return [version, list(internal), gauss_next]
-
-
 class Trainer:
     def __init__(self, config: TrainConfig):
         from unimask.training.data.loader import make_loader
@@ -155,6 +144,7 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.window = LogWindow(list(tasks()), self.device)
         self.peak = tc.peak_flops or peak_flops(self.device, torch.bfloat16 if self.bf16 else torch.float32)
+        self.rng_to_restore: dict[str, Any] | None = None
         self._resume()  # before config.yaml is rewritten: a resume is checked against the config the run had
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -178,10 +168,7 @@ class Trainer:
 
     # ----- state --------------------------------------------------------------------------------------------------
     def _client_state(self) -> dict[str, Any]:
-        return {"step": self.step, "consumed": self.consumed,
-                "masking_generator": self.masking_generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "numpy_rng": _numpy_state(), "python_rng": _python_state(),
-                "ema": self.ema}
+        return {"step": self.step, "consumed": self.consumed, "ema": self.ema}
 
     def save(self) -> None:
         """Write a checkpoint of the current step (all ranks must call); refuses parameters that are not finite, so a
@@ -191,7 +178,14 @@ class Trainer:
             raise TrainingDiverged(f"the parameters are not finite at step {self.step}, so no checkpoint was written; a "
                                    f"learning rate too high (optim.lr={self.config.optim.lr}) is the usual cause. "
                                    f"{self._last_checkpoint_note()}")
-        self.engine.save(self.checkpoints, f"step{self.step:08d}", self._client_state(), self.config.train.keep_last)
+        tag = f"step{self.step:08d}"
+        self.engine.save(self.checkpoints, tag, self._client_state())
+        # Every rank draws its own random numbers: each saves its generators beside the engine's files.
+        atomic_torch_save(self.checkpoints / tag / f"rng_rank{self.rank}.pt", capture_rng(self.masking_generator))
+        barrier()
+        if self.rank == 0:
+            write_marker(self.checkpoints, tag, self.step, self.config.train.keep_last)
+        barrier()
 
     def _resume(self) -> None:
         changes = check_resume(self.out, self.config)
@@ -201,12 +195,15 @@ class Trainer:
         state = self.engine.load(self.checkpoints, tag)
         apply_learning_rate(self.engine.scheduler, self.config.optim.lr, self.lr_factor)
         self.step, self.consumed = int(state["step"]), int(state["consumed"])
-        self.masking_generator.set_state(state["masking_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        name, keys, pos, has_gauss, gauss = state["numpy_rng"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-        version, internal, gauss_next = state["python_rng"]
-        random.setstate((version, tuple(internal), gauss_next))
+        rng_file = self.checkpoints / tag / f"rng_rank{self.rank}.pt"
+        # Restored in `train`, once the data iterator is made (making it draws a seed from torch's generator).
+        # Checkpoints written before per-rank files held rank 0's generators in the client state.
+        self.rng_to_restore = (torch.load(rng_file, weights_only=True) if rng_file.is_file()
+                               else state if "masking_generator" in state else None)
+        if self.rng_to_restore is None:
+            warnings.warn(f"{self.checkpoints / tag} holds no random generators of rank {self.rank} (the run had "
+                          "fewer ranks): this rank continues with fresh ones, so the resume is not bit-exact.",
+                          stacklevel=2)
         self.ema = {k: v.to(self.device) for k, v in state["ema"].items()} if state.get("ema") else None
         if self.rank == 0:
             self._forget_metrics_after(self.step)
@@ -260,6 +257,9 @@ class Trainer:
         batches = iter(self.loader)
         for _ in range(self.consumed):  # the data position: the loader is deterministic from the seed
             next(batches)
+        if self.rng_to_restore is not None:
+            restore_rng(self.rng_to_restore, self.masking_generator)
+            self.rng_to_restore = None
         bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=self.rank != 0, dynamic_ncols=True)
         timer = StepTimer(self.device)
         last: dict[str, float] = {}
@@ -383,36 +383,3 @@ class Trainer:
     def bundle(self, model: MaskedDiffusionTransformer) -> Bundle:
         return Bundle(model, self.processor, mask_schedules(self.config, self.vocab),
                       tasks=trained_tasks(self.config))
-
-
-def export_checkpoint(run: str | Path, out: str | Path, tag: str | None = None) -> Path:
-    """`unimask export RUN --out DIR [--tag step00001000]`: a complete checkpoint of a run (the newest by default) as
-    an inference bundle, without the engine (ZeRO shards of any stage are merged with DeepSpeed's fp32
-    consolidation)."""
-    run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise MissingFileError(f"{run} is not a run folder (it has no config.yaml); give the train.out of a run.")
-    config = load_config(run / "config.yaml", TrainConfig)
-    checkpoints = run / "checkpoints"
-    if tag is not None and tag not in complete_tags(checkpoints):
-        raise CheckpointError(f"{checkpoints / tag} is not a complete checkpoint; the complete ones are "
-                              f"{complete_tags(checkpoints)}.")
-    if tag is not None and damage(checkpoints, tag):
-        raise CheckpointError(f"checkpoint {checkpoints / tag} is damaged: {damage(checkpoints, tag)}.")
-    tag = tag or intact_tag(checkpoints)
-    if tag is None:
-        raise CheckpointError(f"{run} has no complete checkpoint under checkpoints/; train (or resume) it first.")
-    if (checkpoints / tag / "state.pt").is_file():
-        state = torch.load(checkpoints / tag / "state.pt", map_location="cpu", weights_only=True)["model"]
-    else:
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag)
-    processor = run_processor(run, config)
-    model = MaskedDiffusionTransformer(MaskedDiffusionConfig(**json.loads((run / "model_config.json").read_text())))
-    state = export_state(state, config.init)
-    if "lm_head.weight" not in state and model.config.tie_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    model.load_state_dict(state)
-    bundle = Bundle(model.eval(), processor, mask_schedules(config, processor.vocab), tasks=trained_tasks(config))
-    return bundle.save(out)

@@ -46,6 +46,19 @@ def peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -
     return _PEAKS[key]
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether `device` multiplies bf16 matrices natively: a GPU that supports bf16, or a CPU with AVX512-BF16 or AMX
+    (there bf16 matrix products ran 2-4x faster than fp32 ones, `benchmarks/train_throughput.py --precision`)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def matmul_parameters(config: Any) -> int:
     """Weights of the matrix products one token goes through: attention and MLP projections and the output
     projection (`MaskedDiffusionConfig`)."""
@@ -57,7 +70,7 @@ def matmul_parameters(config: Any) -> int:
 def encoder_step_flops(spec: dict[str, Any], d_model: int) -> float:
     """Training-step FLOPs (forward and backward) of one image through a `ConvPixelEncoder` of these settings: every
     convolution 3 times its forward FLOPs, but the first, whose input (the pixels) needs no gradient, twice."""
-    side, width, forward, first = spec.get("resolution", 64), 3, [], 0.0
+    side, width, forward = spec.get("resolution", 64), 3, []
     for i, channels in enumerate(spec.get("channels", [32, 64, 128])):
         kernel = 4 if i == 0 else 3
         side = (side + 2 - kernel) // 2 + 1

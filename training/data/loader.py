@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from unimask.modality import SampleError, TaskTemplate, decode_npy
+from unimask.modality import SampleError, TaskTemplate
 from unimask.processor import Processor
 from unimask.registry import get_modality, get_task
 from unimask.sequence import SequenceError, TokenSequence, collate

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from unimask.modality import SampleError
 from unimask.processor import SequenceSettings
