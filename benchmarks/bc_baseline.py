@@ -29,8 +29,11 @@ def run(data: Path, out: Path, minutes: float | None, steps: int | None, seed: i
 
     trained = train_bc(data, out / "policy", steps=steps, minutes=minutes, seed=seed, batch_size=batch_size, lr=lr)
     execute = execute_steps or VLA_DECODING["execute_steps"]
-    result = evaluate_policy(BCPolicyFactory(out / "policy"), episodes=episodes, workers=workers,
-                             execute_steps=execute, progress=False)
+    from unimask.training.data.format import read_card
+
+    # The tasks the data holds (the policy's one-hot knows no other).
+    result = evaluate_policy(BCPolicyFactory(out / "policy"), tasks=read_card(data)["task_names"], episodes=episodes,
+                             workers=workers, execute_steps=execute, progress=False)
     summary = {"data": str(data), "seed": seed, "budget": {"minutes": minutes, "steps": steps}, **trained,
                "execute_steps": execute, "success": result["average_success"],
                "standard_error": result["standard_error"], "episodes": result["n"],

@@ -52,13 +52,16 @@ def evaluate(model: Path, episodes: int, workers: int, tasks: tuple[str, ...] | 
 
 def train_and_evaluate(run: Path, data: Path, out: Path, steps: int, seed: int, overrides: list[str],
                        episodes: int, workers: int) -> dict[str, Any]:
+    from unimask.training.data.format import read_card
     from unimask.training.launch import run_training
 
     start = time.time()
     run_training(vla_config(run, data, out, steps, seed, overrides), export=str(out / "model"))
     seconds = time.time() - start
+    # The tasks the data holds (a one-task proxy evaluates that task only).
+    tasks = tuple(read_card(data).get("task_names") or ()) or None
     result = {"steps": steps, "seed": seed, "overrides": overrides, "data": str(data), "train_seconds": seconds,
-              **evaluate(out / "model", episodes, workers)}
+              **evaluate(out / "model", episodes, workers, tasks)}
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
