@@ -57,21 +57,48 @@ def test_single_process_trains_and_export_matches_engine(setup, tmp_path):
         assert torch.equal(again(ids).logits, loaded(ids).logits)
 
 
-def test_resume_reproduces_the_uninterrupted_run(setup, tmp_path):
-    """Tolerance: parameters equal within 1e-6 (fp32, same data, same masking draws)."""
-    straight = write_config(setup, tmp_path / "straight", steps=12)
-    run_cli(["train", "--config", str(straight), "--export", str(tmp_path / "a")])
-    split = write_config(setup, tmp_path / "split", steps=12)
+@pytest.fixture(scope="module")
+def straight(setup, tmp_path_factory):
+    """The parameters of uninterrupted 12-step runs, on one rank and on two."""
+    out = tmp_path_factory.mktemp("straight")
+    params = {}
+    for ranks in (1, 2):
+        run_cli(["train", "--config", str(write_config(setup, out / f"r{ranks}", steps=12, ranks=ranks)), "--export",
+                 str(out / f"bundle{ranks}")])
+        params[ranks] = MaskedDiffusionTransformer.from_pretrained(out / f"bundle{ranks}").state_dict()
+    return params
+
+
+def assert_same_parameters(expected: dict, bundle: Path) -> None:
+    """Tolerance: parameters equal within 1e-6 (fp32, same data, same masking and augmentation draws)."""
+    got = MaskedDiffusionTransformer.from_pretrained(bundle).state_dict()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_resume_reproduces_the_uninterrupted_run(setup, straight, tmp_path, ranks):
+    split = write_config(setup, tmp_path / "split", steps=12, ranks=ranks)
     run_cli(["train", "--config", str(split), "--stop-after", "6"])
     assert latest_tag(tmp_path / "split" / "checkpoints") == "step00000006"
     run_cli(["train", "--config", str(split), "--export", str(tmp_path / "b")])
-    a = MaskedDiffusionTransformer.from_pretrained(tmp_path / "a").state_dict()
-    b = MaskedDiffusionTransformer.from_pretrained(tmp_path / "b").state_dict()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+    assert_same_parameters(straight[ranks], tmp_path / "b")
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 12
 
 
-def test_sigkill_during_checkpoint_write_resumes_from_previous_good_one(setup, tmp_path):
+def test_resume_through_zero_2_reproduces_the_uninterrupted_run(setup, tmp_path):
+    zero2 = str(TESTS.parent / "configs" / "deepspeed" / "zero2.json")
+    run_cli(["train", "--config", str(write_config(setup, tmp_path / "a", steps=8, deepspeed=zero2)), "--export",
+             str(tmp_path / "bundle-a")])
+    split = write_config(setup, tmp_path / "split", steps=8, deepspeed=zero2)
+    run_cli(["train", "--config", str(split), "--stop-after", "4"])
+    run_cli(["train", "--config", str(split), "--export", str(tmp_path / "bundle-b")])
+    assert_same_parameters(MaskedDiffusionTransformer.from_pretrained(tmp_path / "bundle-a").state_dict(),
+                           tmp_path / "bundle-b")
+
+
+def test_sigkill_during_checkpoint_write_resumes_from_previous_good_one(setup, straight, tmp_path):
     config = write_config(setup, tmp_path / "run", steps=12)
     killed = subprocess.run([sys.executable, str(TESTS / "kill_during_save.py"), "12", "train", "--config", str(config)],
                             capture_output=True, text=True, env=ENV, timeout=900)
@@ -79,9 +106,10 @@ def test_sigkill_during_checkpoint_write_resumes_from_previous_good_one(setup, t
     checkpoints = tmp_path / "run" / "checkpoints"
     assert (checkpoints / "step00000012").is_dir()  # the half-finished save is there ...
     assert latest_tag(checkpoints) == "step00000006"  # ... but LATEST still names the last complete one
-    out = run_cli(["train", "--config", str(config)])
+    out = run_cli(["train", "--config", str(config), "--export", str(tmp_path / "b")])
     assert "resumed from" in out.stdout + out.stderr and "step00000006" in out.stdout + out.stderr
     assert latest_tag(checkpoints) == "step00000012"
+    assert_same_parameters(straight[1], tmp_path / "b")  # the run killed and resumed is the uninterrupted one
 
 
 @pytest.mark.parametrize("stage", [2, 3])
