@@ -70,7 +70,7 @@ class PixelModality(Modality):
 
     def tokenizer_for(self, encoder: dict[str, Any]) -> PixelPreprocessor:
         """The preprocessor matching a model config's encoder entry."""
-        return PixelPreprocessor(encoder.get("resolution", 64), encoder.get("tokens", 16))
+        return PixelPreprocessor(encoder.get("resolution", 64), encoder.get("tokens", 16) + encoder.get("keypoints", 0))
 
     def encode(self, tokenizer: PixelPreprocessor, values: Sequence[Any], settings: Any = None) -> list[torch.Tensor]:
         return list(tokenizer.encode(list(values)))

@@ -77,6 +77,7 @@ def encoder_step_flops(spec: dict[str, Any], d_model: int) -> float:
         forward.append(2 * side * side * channels * width * kernel * kernel)
         width = channels
     forward.append(2 * side * side * d_model * width)
+    forward.append(2 * 2 * width * spec.get("keypoints", 0) * d_model)  # the keypoint tokens' linear map
     return 3 * sum(forward) - forward[0]
 
 

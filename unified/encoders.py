@@ -7,6 +7,7 @@ a small convolutional stem trained end to end with the Transformer:
 
     uint8 (B, 3, R, R) -> [random shift, training only] -> conv k4 s2 -> (conv k3 s2) x n -> 1x1 to d_model
       -> adaptive average pool to a sqrt(tokens) x sqrt(tokens) grid -> + learned position per cell -> (B, tokens, d)
+      [+ `keypoints` tokens from spatial-softmax keypoints of the last feature map, for sub-cell positions]
 
 Random shift (DrQ: pad by replicating the border, crop back at a random offset) is the augmentation that helps
 behaviour cloning from few demonstrations most; it is applied per image, in training mode only.
@@ -33,12 +34,19 @@ class PixelEncoderConfig:
     tokens: int = 16  # output tokens: a square grid (4 x 4, 8 x 8, ...) pooled from the last feature map
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # widths of the stride-2 convolutions
     shift: int = 4  # random-shift augmentation in pixels during training (0: off)
+    keypoints: int = 0  # extra tokens made from spatial-softmax keypoints of the last feature map (0: none)
     id: int = -1  # the placeholder token id whose positions receive the encoder's tokens (set from the vocabulary)
+
+    @property
+    def total_tokens(self) -> int:
+        """Placeholder positions a sequence reserves: the grid tokens and the keypoint tokens."""
+        return self.tokens + self.keypoints
 
     def __post_init__(self) -> None:
         check_integer_fields(self, (("resolution", 8, MAX_RESOLUTION, "the side the pixels are resized to"),
                                     ("tokens", 1, 4096, "a square number such as 16"),
-                                    ("shift", 0, 64, "0 turns the augmentation off")))
+                                    ("shift", 0, 64, "0 turns the augmentation off"),
+                                    ("keypoints", 0, 64, "0 adds no keypoint tokens")))
         side = math.isqrt(self.tokens)
         if side * side != self.tokens:
             raise ConfigError(f"`tokens` must be a square number (4, 16, 64, ...), got {self.tokens}.", key="tokens")
@@ -80,17 +88,34 @@ class ConvPixelEncoder(nn.Module):
         self.stem = nn.Sequential(*layers)
         self.project = nn.Conv2d(width, d_model, 1)
         self.side = math.isqrt(config.tokens)
-        self.position = nn.Parameter(torch.zeros(config.tokens, d_model))
+        self.position = nn.Parameter(torch.zeros(config.total_tokens, d_model))
+        if config.keypoints:
+            self.keypoint_head = nn.Linear(2 * width, config.keypoints * d_model)
+            self.keypoint_temperature = nn.Parameter(torch.ones(()))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 or float images (B, 3, R, R) -> tokens (B, tokens, d_model)."""
+        """uint8 or float images (B, 3, R, R) -> tokens (B, tokens + keypoints, d_model)."""
         x = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
         x = x * 2 - 1
         if self.training and self.config.shift:
             x = random_shift(x, self.config.shift)
-        x = self.project(self.stem(x.to(self.project.weight.dtype)))  # (B, d, h, w)
-        x = F.adaptive_avg_pool2d(x, self.side).flatten(2).transpose(1, 2)  # (B, tokens, d)
-        return x + self.position
+        features = self.stem(x.to(self.project.weight.dtype))  # (B, C, h, w)
+        tokens = F.adaptive_avg_pool2d(self.project(features), self.side).flatten(2).transpose(1, 2)  # (B, T, d)
+        if self.config.keypoints:
+            tokens = torch.cat([tokens, self.keypoint_tokens(features)], dim=1)
+        return tokens + self.position
+
+    def keypoint_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """Spatial-softmax keypoints (Levine et al.): per channel, the expected (x, y) of its activation over the
+        map, which places an object to a fraction of a cell where pooling to a coarse grid cannot; a linear map
+        turns the 2C coordinates into `keypoints` tokens. (B, C, h, w) -> (B, keypoints, d)."""
+        batch, _, height, width = features.shape
+        weights = torch.softmax(features.flatten(2).float() / self.keypoint_temperature, dim=-1)  # (B, C, h*w)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height, device=features.device),
+                                torch.linspace(-1, 1, width, device=features.device), indexing="ij")
+        grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (h*w, 2)
+        points = (weights @ grid).flatten(1).to(self.keypoint_head.weight.dtype)  # (B, 2C)
+        return self.keypoint_head(points).view(batch, self.config.keypoints, -1)
 
 
 def place_encoded(x: torch.Tensor, input_ids: torch.Tensor, name: str, values: torch.Tensor, encoder: nn.Module,
@@ -100,7 +125,7 @@ def place_encoded(x: torch.Tensor, input_ids: torch.Tensor, name: str, values: t
     the placeholder counts are checked and only the rows that hold placeholders are encoded; without it every row
     is encoded and the tokens are gathered into place, so nothing waits for the device."""
     placeholders = input_ids == encoder.config.id  # (B, L)
-    count = encoder.config.tokens
+    count = encoder.config.total_tokens
     if len(values) != len(input_ids):
         raise ValueError(f"{name} features have {len(values)} rows for a batch of {len(input_ids)}.")
     rows = None
