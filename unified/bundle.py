@@ -80,7 +80,8 @@ class Bundle:
                 continue
             spec = self.model.config.encoders.get(name)
             want = {"id": self.vocab.range_of(name)[0], "tokens": self.processor.length(name)}
-            if spec is None or any(spec.get(key) != value for key, value in want.items()):
+            have = spec and {"id": spec.get("id"), "tokens": self.model.encoders[name].config.total_tokens}
+            if have != want:
                 raise VocabError(f"the vocabulary reads {name} through an encoder with {want}, but the model's "
                                  f"encoders[{name!r}] is {spec}; the model and its processor were not made together.")
         for task in (name for name in self.tasks if name in tasks()):
