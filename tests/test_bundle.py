@@ -68,7 +68,7 @@ def test_the_bundle_saves_the_sequence_settings_of_its_own_modalities(tmp_path):
     Bundle(model, processor).save(tmp_path)
     saved = json.loads((tmp_path / "unimask.json").read_text())["sequence"]
     # A text-only model: the action settings mean nothing to it and are not written.
-    assert saved == {"caption_length": 12, "max_condition_text": 64, "conditions": None}
+    assert saved == {"caption_length": 12, "max_condition_text": 64, "conditions": None, "targets": None}
     assert load_bundle(tmp_path).processor.settings.caption_length == 12
 
     settings = json.loads((tmp_path / "unimask.json").read_text())
