@@ -129,3 +129,22 @@ def test_init_embedding_rows_keeps_the_geometry_of_the_features():
         model.init_embedding_rows(35, features)
     with pytest.raises(ValueError, match=r"\(K, C\) matrix"):
         model.init_embedding_rows(0, torch.zeros(3))
+
+
+def test_prefix_cache_stays_exact_with_segment_position_embeddings(small_vocab):
+    b = TemplateBuilder(small_vocab, caption_length=6, image_tokens=4, action_tokens=3, state_tokens=2)
+    batch = collate([b.vla([0, 1, 2, 3], [9], None), b.vla([3, 2, 1, 0], [4, 5, 6, 7, 8], None, state_codes=[2, 3])],
+                    pad_id=small_vocab.pad_id, padding_side="left")
+    model = tiny_model(small_vocab.size, segment_positions=8)
+    with torch.no_grad():
+        model.slot_embed.weight.normal_()  # large, so a misplaced slot would show
+    kw = {"segment_ids": batch.segment_ids, "position_ids": batch.position_ids, "slot_ids": batch.slot_ids}
+    full = model(batch.input_ids, **kw).logits
+    assert not torch.allclose(full, model(batch.input_ids, segment_ids=batch.segment_ids,
+                                          position_ids=batch.position_ids).logits)  # the slots are read
+    first = int((batch.segment_ids == 2).all(dim=0).nonzero()[0])
+    cache = model(batch.input_ids[:, :first], **{k: v[:, :first] for k, v in kw.items()},
+                  return_prefix_cache=True).prefix_cache
+    cached = model(batch.input_ids[:, first:], segment_ids=batch.segment_ids[:, first:], prefix_cache=cache,
+                   slot_ids=batch.slot_ids[:, first:]).logits
+    torch.testing.assert_close(cached, full[:, first:], atol=1e-5, rtol=0)

@@ -62,3 +62,16 @@ def test_collate_padding_sides_and_positions(builder, small_vocab):
     # Same tokens at the same positions either way.
     assert torch.equal(right.input_ids[0, :8], left.input_ids[0, 2:])
     assert left.tasks == ["t2i", "t2i"]
+
+
+def test_payload_slots_number_each_segment_from_one_whatever_precedes_it(builder, small_vocab):
+    short = builder.vla([0, 1, 2, 3], [9], None, state_codes=[2, 3])
+    long = builder.vla([3, 2, 1, 0], [4, 5, 6, 7, 8], None, state_codes=[1, 1])
+    batch = collate([short, long], pad_id=small_vocab.pad_id, padding_side="left")
+    for row in range(2):
+        slots, content = batch.slot_ids[row], batch.content_mask[row]
+        assert (slots[~content] == 0).all()
+        payload = slots[content].tolist()
+        # image codes 1..4, the instruction 1..n, the state 1..2, then the action chunk 1..3 (its step-dimension place)
+        n = 1 if row == 0 else 5
+        assert payload == [1, 2, 3, 4, *range(1, n + 1), 1, 2, 1, 2, 3]

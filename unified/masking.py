@@ -302,5 +302,5 @@ def diffusion_step(model: Any, batch: SequenceBatch, vocab: UnifiedVocab, config
     device = noisy.input_ids.device
     with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
         logits = model(noisy.input_ids, segment_ids=noisy.clean.segment_ids, position_ids=noisy.clean.position_ids,
-                       features=noisy.clean.features).logits
+                       features=noisy.clean.features, slot_ids=noisy.clean.slot_ids).logits
     return diffusion_loss(logits, noisy, vocab, config.tables(device).weight, config.ordinal_sigma)

@@ -8,8 +8,7 @@ Attention follows the segments of `unimask.sequence`: with `attention="prefix"` 
 itself and the target attends to everything, so the condition's keys and values do not depend on the target and a
 `PrefixCache` of them is exact. `attention="full"` makes every token attend to every other one.
 
-The model holds no loss and no distributed-engine code: the loss lives in `unimask.masking`, parallelism is applied
-from outside by the trainer.
+The model holds no loss and no training code: the loss lives in `unimask.masking`, the rest in `unimask.training`.
 """
 
 from __future__ import annotations
@@ -48,13 +47,16 @@ class MaskedDiffusionConfig:
     dropout: float = 0.0  # dropout on attention and residual branches during training
     init_std: float = 0.02  # std of the normal initialisation
     encoders: dict[str, dict] = field(default_factory=dict)  # continuous inputs: modality -> encoder settings
+    # Learned embeddings of a payload token's place in its segment (`payload_slots`, up to this many; 0: none).
+    segment_positions: int = 0
 
     def __post_init__(self) -> None:
         check_integer_fields(self, (("d_model", 1, 65536, ""), ("n_layers", 1, 1024, ""), ("n_heads", 1, 1024, ""),
                                     ("max_seq_len", 1, 2**20, "the longest task sequence must fit")))
         self.n_kv_heads = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
         self.ffn_hidden = 64 * math.ceil(8 * self.d_model / 3 / 64) if self.ffn_hidden is None else self.ffn_hidden
-        check_integer_fields(self, (("n_kv_heads", 1, self.n_heads, ""), ("ffn_hidden", 1, 2**20, "")))
+        check_integer_fields(self, (("n_kv_heads", 1, self.n_heads, ""), ("ffn_hidden", 1, 2**20, ""),
+                                    ("segment_positions", 0, 2**16, "0 embeds none")))
         for name, low, high, open_high in (("rope_theta", 0, math.inf, False), ("norm_eps", 0, 1, False),
                                            ("dropout", 0, 1, True), ("init_std", 0, 1, False)):
             check_number(name, getattr(self, name), low, high, open_low=name != "dropout", open_high=open_high,
@@ -211,6 +213,8 @@ class MaskedDiffusionTransformer(nn.Module):
                              "(`dataclasses.replace(config, vocab_size=vocab.size)`).")
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
+        self.slot_embed = (nn.Embedding(config.segment_positions + 1, config.d_model, padding_idx=0)
+                           if config.segment_positions else None)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
@@ -281,6 +285,7 @@ class MaskedDiffusionTransformer(nn.Module):
         return_prefix_cache: bool = False,
         output_hidden_states: bool = False,
         features: dict[str, torch.Tensor] | None = None,
+        slot_ids: torch.Tensor | None = None,
     ) -> MaskedDiffusionOutput:
         """Logits for every position. input_ids: (B, L) vocabulary ids. segment_ids: (B, L) 0 pad / 1 condition / 2 target; None means one
         bidirectional target segment (masked by `attention_mask` if that is a (B, L) 0/1 padding mask).
@@ -289,7 +294,8 @@ class MaskedDiffusionTransformer(nn.Module):
         prefix_cache: keys/values of the condition computed earlier (`return_prefix_cache=True` on a forward over
         the condition alone); `input_ids` then hold only the target segment.
         features: continuous inputs by modality (the batch's `features`, e.g. pixels (B, 3, R, R)); their encoder's
-        tokens replace the embeddings at the modality's placeholder positions.
+        tokens replace the embeddings at the modality's placeholder positions. slot_ids: (B, L) each payload token's
+        place in its segment (`unimask.sequence.payload_slots`), embedded when `config.segment_positions` > 0.
         """
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"`input_ids` must be a non-empty (batch, length) tensor, got shape {tuple(input_ids.shape)}.")
@@ -325,6 +331,8 @@ class MaskedDiffusionTransformer(nn.Module):
             mask = attention_mask_from_segments(segment_ids, key_segments, self.config.attention)
 
         x = self._embed(input_ids, features or {}, check)  # (B, L, d)
+        if self.slot_embed is not None and slot_ids is not None:
+            x = x + self.slot_embed(slot_ids.clamp(max=self.config.segment_positions)).to(x.dtype)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
         keys, values = [], []
         for i, block in enumerate(self.blocks):
@@ -403,11 +411,8 @@ class MaskedDiffusionTransformer(nn.Module):
     @classmethod
     def from_causal_lm(cls, hf_directory: str | Path, vocab_size: int, attention: str = "prefix",
                        max_seq_len: int | None = None, seed: int = 0) -> "MaskedDiffusionTransformer":
-        """Initialise from a local Llama-style `transformers` causal LM folder, extending its vocabulary.
-
-        Embedding rows [0, lm_vocab) are copied; the rows for new ids (specials, image/action codes, [MASK]) start at
-        the mean of the copied rows plus small noise, which keeps the initial output distribution sane.
-        """
+        """Initialise from a local Llama-style `transformers` causal LM folder, extending its vocabulary (rows of new
+        ids start at the mean of the copied rows plus small noise: `unimask.causal_lm`)."""
         from .causal_lm import build_from_causal_lm
 
         return build_from_causal_lm(cls, hf_directory, vocab_size, attention=attention, max_seq_len=max_seq_len,

@@ -65,11 +65,12 @@ def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: Uni
     batch = batch.to(device)
     guided = guidance_scale != 1.0
     ids = batch.input_ids.clone()
-    segments, positions = batch.segment_ids, batch.position_ids
+    segments, positions, slots = batch.segment_ids, batch.position_ids, batch.slot_ids
     if guided:
         unconditional = ids.masked_fill(batch.condition_mask, vocab.mask_id)
         ids = torch.cat([ids, unconditional])
         segments, positions = torch.cat([segments, segments]), torch.cat([positions, positions])
+        slots = torch.cat([slots, slots])
     features = dict(batch.features)
     if guided:
         features = {name: torch.cat([value, value]) for name, value in features.items()}
@@ -80,7 +81,7 @@ def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: Uni
     cache: PrefixCache | None = None
     if use_cache and model.config.attention == "prefix" and first > 0:
         cache = model(ids[:, :first], segment_ids=segments[:, :first], position_ids=positions[:, :first],
-                      return_prefix_cache=True, features=features).prefix_cache
+                      return_prefix_cache=True, features=features, slot_ids=slots[:, :first]).prefix_cache
     target_ids = ids[:rows, first:].clone()
     scheduler.set_timesteps(num_steps, len(payload), **timestep_kwargs)
     trajectory: list[torch.Tensor] = []
@@ -91,10 +92,11 @@ def generate(model: MaskedDiffusionTransformer, batch: SequenceBatch, vocab: Uni
         feed = torch.cat([target_ids, target_ids]) if guided else target_ids
         if cache is not None:
             logits = model(feed, segment_ids=segments[:, first:], position_ids=positions[:, first:],
-                           prefix_cache=cache).logits
+                           prefix_cache=cache, slot_ids=slots[:, first:]).logits
         else:
             full = torch.cat([ids[:, :first], feed], dim=1)
-            logits = model(full, segment_ids=segments, position_ids=positions, features=features).logits[:, first:]
+            logits = model(full, segment_ids=segments, position_ids=positions, features=features,
+                           slot_ids=slots).logits[:, first:]
         passes += 1
         if guided:
             cond, uncond = logits[:rows], logits[rows:]

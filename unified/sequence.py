@@ -70,6 +70,7 @@ class SequenceBatch:
     # (B,) long: each row's task as `unimask.registry.task_index`, so per-task settings are looked up on the device
     # without building a tensor from `tasks` (a host-to-device copy, and a synchronisation, every step).
     task_ids: torch.Tensor | None = None
+    slot_ids: torch.Tensor | None = None  # (B, L) long: `payload_slots`, each payload token's place in its segment
 
     def __post_init__(self) -> None:
         if self.task_ids is None:
@@ -77,6 +78,8 @@ class SequenceBatch:
 
             self.task_ids = torch.tensor([task_index(task) for task in self.tasks], dtype=torch.long,
                                          device=self.input_ids.device)
+        if self.slot_ids is None:
+            self.slot_ids = payload_slots(self.content_mask, self.segment_ids, self.modality_ids)
 
     @property
     def target_mask(self) -> torch.Tensor:
@@ -221,6 +224,21 @@ class SequenceBuilder:
             if delimiters:
                 p.add(self._special(delimiters[1]), role, False, vocab.modality_index("special"))
         return p.build(template.name, dict(features or {}))
+
+
+def payload_slots(content: torch.Tensor, segments: torch.Tensor, modalities: torch.Tensor) -> torch.Tensor:
+    """(B, L) long: 1, 2, ... along each run of payload (one segment's codes of one modality), 0 elsewhere: the place
+    of a token in its segment (the step and dimension of an action code, the cell of an image code), whatever comes
+    before the segment. The model can embed it (`MaskedDiffusionConfig.segment_positions`)."""
+    index = torch.arange(content.shape[1], device=content.device).expand_as(content)
+
+    def before(values: torch.Tensor, fill: int) -> torch.Tensor:
+        return torch.cat([torch.full_like(values[:, :1], fill), values[:, :-1]], dim=1)
+
+    starts = content & (~before(content.long(), 0).bool() | (segments != before(segments, -1))
+                        | (modalities != before(modalities, -1)))
+    run_start = torch.where(starts, index, 0).cummax(dim=1).values
+    return torch.where(content, index - run_start + 1, 0)
 
 
 def repeat_targets(batch: SequenceBatch, copies: torch.Tensor) -> SequenceBatch:
