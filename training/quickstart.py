@@ -95,6 +95,10 @@ def _pretokenize_dataset(data: Path, tok: Path, name: str, modalities: tuple[str
     # Conditions read as pixels are stored ready for the encoder: no PNG is decoded while training.
     tokenizers = {modality: get_modality("pixels").tokenizer_for(PIXEL_ENCODER) if modality == "pixels"
                   else get_modality(modality).load_tokenizer(folders[modality]) for modality in modalities}
+    if torch.cuda.is_available():  # the VQ encoder on the GPU where there is one
+        for tokenizer in tokenizers.values():
+            if hasattr(tokenizer, "to"):
+                tokenizer.to("cuda")
     return _counts(pretokenize_shards(data / name, data / f"{name}-tok", tokenizers))
 
 
