@@ -39,14 +39,16 @@ stage() {  # stage NAME SECONDS COMMAND...: run under a time limit, keep its log
 }
 
 if [[ ,$STAGES, == *,checks,* ]]; then
-  stage checks 150 python3 benchmarks/gpu_checks.py
+  stage checks 100 python3 benchmarks/gpu_checks.py
 fi
 if [[ ,$STAGES, == *,throughput,* ]]; then
+  # Eager runs first: a compile that fails or runs long cannot cost the other figures.
   T="python3 benchmarks/train_throughput.py --json $OUT/throughput.jsonl --steps 30 --warmup 8"
-  stage throughput-quick 150 $T --models quick,25m --batch 64
-  stage throughput-quick-compiled 200 $T --models quick --batch 64 --compile reduce-overhead
-  stage throughput-90m 240 $T --models 90m --shape seq256 --batch 128 --deepspeed configs/deepspeed/zero2.json \
-    --compile default --attention flex
+  Z="--models 90m --shape seq256 --batch 128 --deepspeed configs/deepspeed/zero2.json"
+  stage throughput-quick 60 $T --models quick,25m --batch 64
+  stage throughput-90m 80 $T $Z
+  stage throughput-quick-compiled 120 $T --models quick --batch 64 --compile reduce-overhead
+  stage throughput-90m-compiled 150 $T $Z --compile default --attention flex
 fi
 if [[ ,$STAGES, == *,quickstart,* ]]; then
   run=runs/gpu-quickstart
