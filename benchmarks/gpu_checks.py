@@ -37,6 +37,7 @@ def engine_for(model):
 
 def check_no_host_sync() -> str:
     vocab, model, batches = synthetic_model_and_batches("quick", 64, DEVICE)
+    batches = [batch.pin_memory() for batch in batches]  # as the trainer's loader gives them on a GPU
     engine, window = engine_for(model), LogWindow(list(tasks()), DEVICE)
     masking, generator = MaskingConfig(full_mask={"vla": 0.5}), torch.Generator(device=DEVICE).manual_seed(0)
 
