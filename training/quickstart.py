@@ -199,8 +199,13 @@ def run_quickstart(out: str | Path, mode: str = "quick", seed: int = 0, until: s
         from unimask.training.vq_trainer import train_vq
 
         runner.run("tokenizer-text", lambda: train_text(data, tok / "text"), tok / "text")
-        runner.run("tokenizer-vq", lambda: train_vq(vq_config(data, plan.vq_steps, plan.vq_batch, seed,
-                                                              plan.vq_max_images), tok / "vq"), tok / "vq")
+        def vq() -> dict[str, Any]:
+            import torch
+
+            torch.set_num_threads(1)  # steady beside another busy process (docs/training.md)
+            return train_vq(vq_config(data, plan.vq_steps, plan.vq_batch, seed, plan.vq_max_images), tok / "vq")
+
+        runner.run("tokenizer-vq", vq, tok / "vq")
     else:
         runner.run("tokenizers-builtin", lambda: _copy_builtin_tokenizers(tok), tok)
     runner.run("tokenizer-actions", lambda: _fit_action_tokenizers(data / "mt10", tok), tok / "actions")
