@@ -84,7 +84,7 @@ class TrainSection:
     checkpoint_every: int = 500  # steps between checkpoints
     keep_last: int = 2  # newest complete checkpoints kept (0: all)
     deepspeed: str = ""  # DeepSpeed JSON (configs/deepspeed/zero2.json); "" trains with plain torch
-    precision: str = "auto"  # "auto" (bf16 on GPUs that have it, else fp32), "fp32" or "bf16"
+    precision: str = "auto"  # "fp32", "bf16", or "auto": bf16 where matmuls run natively in it (GPUs, AVX512-BF16 CPUs)
     peak_flops: float = 0.0  # peak FLOP/s per device for MFU (0: measure a 2048^2 fp32 matmul at start)
     device: str = "auto"  # "auto", "cpu" or "cuda"
     ranks: int = 1  # CPU data-parallel ranks started here without a launcher: N, or 0 for one per core

@@ -37,7 +37,7 @@ from unimask.training.rng import capture_rng, restore_rng
 from unimask.training.step import train_step
 from unimask.training.timing import StepTimer
 from unimask.training.train_config import TrainConfig, check_model_fits, trained_tasks
-from unimask.training.utilization import encoded_rows, mfu, peak_flops, step_flops
+from unimask.training.utilization import encoded_rows, mfu, native_bf16, peak_flops, step_flops
 from unimask.training.window import LogWindow
 
 
@@ -102,7 +102,7 @@ class Trainer:
         self.rank, self.world, local_rank = init_distributed(bool(tc.deepspeed))
         cuda = torch.cuda.is_available() and tc.device in ("auto", "cuda")
         self.device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-        self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+        self.bf16 = tc.precision == "bf16" or (tc.precision == "auto" and native_bf16(self.device))
         self.out = Path(tc.out)
         self.checkpoints = self.out / "checkpoints"
 
