@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--deepspeed", default="", help="a DeepSpeed JSON, e.g. configs/deepspeed/zero2.json")
     parser.add_argument("--compile", default="", help="torch.compile mode (default, reduce-overhead, ...); off if empty")
-    parser.add_argument("--attention", choices=("sdpa", "flex"), default="sdpa")
+    parser.add_argument("--attention", choices=("sdpa", "math", "flex"), default="sdpa")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 on a GPU that has it, fp32 elsewhere (train.precision's rule)")
     parser.add_argument("--json", default="", help="append each result as a JSON line to this file")

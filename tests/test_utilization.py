@@ -94,7 +94,7 @@ def _segments(rows: int, length: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("mode", ["prefix", "full"])
-def test_flex_attention_equals_the_masked_sdpa_path(mode):
+def test_flex_and_math_attention_equal_the_masked_sdpa_path(mode):
     torch.manual_seed(0)
     model = MaskedDiffusionTransformer(MaskedDiffusionConfig(vocab_size=100, d_model=32, n_layers=2, n_heads=4,
                                                              n_kv_heads=2, max_seq_len=64, attention=mode)).eval()
@@ -105,6 +105,11 @@ def test_flex_attention_equals_the_masked_sdpa_path(mode):
         flex = model(ids, segment_ids=segments).logits
     valid = segments != 0
     torch.testing.assert_close(flex[valid], reference[valid], atol=1e-4, rtol=1e-4)
+    model.attention_kernel = "math"
+    math_logits = model(ids, segment_ids=segments).logits
+    math_logits[valid].square().sum().backward()  # the CPU training path, gradients included
+    torch.testing.assert_close(math_logits[valid].detach(), reference[valid], atol=1e-5, rtol=1e-5)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.blocks.parameters())
     mask = attention_mask_from_segments(segments, segments, mode)
     assert mask.any(-1).all()  # every query sees something, so no row of either path is undefined
 

@@ -91,7 +91,7 @@ class TrainSection:
     max_nonfinite_steps: int = 5  # steps in a row skipped for a non-finite loss / gradient norm before stopping
     compile: bool = False  # torch.compile the model (in place: checkpoints and exports keep their keys)
     compile_mode: str = "default"  # torch.compile mode: "default", "reduce-overhead" (CUDA graphs), "max-autotune"
-    attention_kernel: str = "auto"  # "sdpa", "flex" (block masks; fast when compiled on CUDA) or "auto"
+    attention_kernel: str = "auto"  # "sdpa", "math" (fastest backward on a CPU), "flex" (compiled, CUDA) or "auto"
 
     def __post_init__(self) -> None:
         check_integer_fields(self, (
@@ -110,7 +110,8 @@ class TrainSection:
             raise ConfigError(f"`out` must name the run folder, got {self.out!r}.", key="out")
         check_choice("compile_mode", self.compile_mode,
                      ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"), error=ConfigError)
-        check_choice("attention_kernel", self.attention_kernel, ("auto", "sdpa", "flex"), error=ConfigError)
+        check_choice("attention_kernel", self.attention_kernel, ("auto", "sdpa", "math", "flex"),
+                     error=ConfigError)
 
 
 @dataclass

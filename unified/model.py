@@ -13,6 +13,7 @@ The model holds no loss and no training code: the loss lives in `unimask.masking
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -95,15 +96,6 @@ class PrefixCache:
     values: list[torch.Tensor]
     key_valid: torch.Tensor  # (B, Lc) bool: False at padding
     next_position: torch.Tensor  # (B,) long: position id of the first token after the condition
-
-    def repeat(self, times: int) -> "PrefixCache":
-        """The cache for a batch where every row is repeated `times` times (row-major, as torch.repeat_interleave)."""
-        return PrefixCache(
-            [k.repeat_interleave(times, 0) for k in self.keys],
-            [v.repeat_interleave(times, 0) for v in self.values],
-            self.key_valid.repeat_interleave(times, 0),
-            self.next_position.repeat_interleave(times, 0),
-        )
 
 
 @dataclass
@@ -229,8 +221,9 @@ class MaskedDiffusionTransformer(nn.Module):
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(param, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layers))
 
-    # A runtime choice, not architecture: "sdpa" (bool mask) or "flex" (a block mask from the segments; its fused kernel
-    # skips blocks no query sees, fast when compiled on CUDA). Both compute the same attention (tests/test_model.py).
+    # A runtime choice, not architecture: "sdpa" (bool mask), "math" (SDPA's explicit path: its backward is the fastest
+    # on a CPU at these lengths) or "flex" (a block mask from the segments, fast when compiled on CUDA). All three
+    # compute the same attention (tests/test_utilization.py).
     attention_kernel: str = "sdpa"
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -335,12 +328,14 @@ class MaskedDiffusionTransformer(nn.Module):
             x = x + self.slot_embed(slot_ids.clamp(max=self.config.segment_positions)).to(x.dtype)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
         keys, values = [], []
-        for i, block in enumerate(self.blocks):
-            past = None if prefix_cache is None else (prefix_cache.keys[i], prefix_cache.values[i])
-            x, (k, v) = block(x, cos, sin, mask, past)
-            if return_prefix_cache:
-                keys.append(k)
-                values.append(v)
+        backend = torch.nn.attention.SDPBackend.MATH if self.attention_kernel == "math" else None
+        with torch.nn.attention.sdpa_kernel(backend) if backend else contextlib.nullcontext():
+            for i, block in enumerate(self.blocks):
+                past = None if prefix_cache is None else (prefix_cache.keys[i], prefix_cache.values[i])
+                x, (k, v) = block(x, cos, sin, mask, past)
+                if return_prefix_cache:
+                    keys.append(k)
+                    values.append(v)
         x = self.norm(x)
         logits = self.lm_head(x)  # (B, L, V)
 
