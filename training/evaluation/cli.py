@@ -206,6 +206,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"actions executed per chunk before re-planning (default {suite.VLA_DECODING['execute_steps']})")
     parser.add_argument("--action-steps", type=int, default=0,
                         help=f"decoding steps per action chunk (default {suite.VLA_DECODING['steps']})")
+    parser.add_argument("--foresight-steps", type=int, default=0,
+                        help="a foresight checkpoint first imagines the frame ahead in this many steps (default 0: "
+                             "the actions are decoded with the frame masked)")
     parser.add_argument("--estimate", choices=("mean", "mode"), default=None,
                         help=f"each action as the mean of its predicted bins or the most likely bin (default "
                              f"{suite.VLA_DECODING['estimate']})")
@@ -226,7 +229,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 # (option, low, high) of every numeric option, checked before anything is loaded; 0 means "the default" where the
 # help says so.
 BOUNDS = (("episodes", 1, 1000), ("workers", 0, 256), ("execute_steps", 0, 1024), ("action_steps", 0, 1024),
-          ("delay", 0, 1024), ("limit", 1, 100_000), ("epochs", 0, 1000))
+          ("foresight_steps", 0, 1024), ("delay", 0, 1024), ("limit", 1, 100_000), ("epochs", 0, 1000))
 
 
 def check_args(args: argparse.Namespace) -> tuple[tuple[str, ...], list[int] | None]:
@@ -267,10 +270,10 @@ def _run(args: argparse.Namespace) -> int:
     results = evaluate_checkpoint(args.target, args.data, out, tasks=tasks, caption_limit=args.limit,
                                   shapes_limit=args.limit, vla_episodes=args.episodes, vla_seeds=seeds,
                                   vla_workers=args.workers or available_cores(),
-                                  vla_decoding={k: v for k, v in (("execute_steps", args.execute_steps),
-                                                                  ("steps", args.action_steps), ("delay", args.delay),
-                                                                  ("inpaint", args.inpaint), ("estimate", args.estimate))
-                                                if v},
+                                  vla_decoding={k: v for k, v in (
+                                      ("execute_steps", args.execute_steps), ("steps", args.action_steps),
+                                      ("delay", args.delay), ("inpaint", args.inpaint), ("estimate", args.estimate),
+                                      ("foresight_steps", args.foresight_steps)) if v},
                                   judge_dir=args.judge or None, clip_limit=min(args.limit, 100),
                                   clip=args.clip or None, clip_weights=args.clip_weights or None)
     print((out / "results.md").read_text())
