@@ -47,12 +47,15 @@ def test_single_process_trains_and_export_matches_engine(setup, tmp_path):
     loaded = MaskedDiffusionTransformer.from_pretrained(tmp_path / "bundle")
     ids = torch.randint(0, loaded.config.vocab_size, (2, 20))
     trainer.engine.module.eval()
+    # the trainer's attention kernel is a runtime choice, not saved; equal kernels make the weights' equality exact
+    loaded.attention_kernel = trainer.engine.module.attention_kernel
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, trainer.engine.module(ids).logits)
     assert (tmp_path / "run" / "tensorboard").is_dir() and (tmp_path / "run" / "config.yaml").is_file()
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step00000020.png", "step00000040.png"]
     run_cli(["export", str(tmp_path / "run"), "--out", str(tmp_path / "bundle2")])
     again = MaskedDiffusionTransformer.from_pretrained(tmp_path / "bundle2")
+    again.attention_kernel = loaded.attention_kernel
     with torch.no_grad():
         assert torch.equal(again(ids).logits, loaded(ids).logits)
 

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
-from unimask.config import Setting  # noqa: E402
+from unimask.config import MAX_LENGTH, Setting  # noqa: E402
 from unimask.errors import InputError, InputTypeError  # noqa: E402
 from unimask.modality import SPECIAL_TOKENS, Modality, SampleError, VocabError  # noqa: E402
 
@@ -114,8 +114,10 @@ class TextModality(Modality):
     padded = True
     choices = ("random", "first", "stored")  # how a stream picks among a sample's paraphrases
     sequence_settings = (
-        Setting("caption_length", int, 32, "tokens of a text target: the text, one <eos>, then <pad>s", minimum=2),
-        Setting("max_condition_text", int, 64, "most tokens of a prompt or instruction", minimum=1),
+        Setting("caption_length", int, 32, "tokens of a text target: the text, one <eos>, then <pad>s", minimum=2,
+                maximum=MAX_LENGTH),
+        Setting("max_condition_text", int, 64, "most tokens of a prompt or instruction", minimum=1,
+                maximum=MAX_LENGTH),
     )
 
     def load_tokenizer(self, directory: Any) -> PreTrainedTokenizerFast:

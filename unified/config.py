@@ -101,6 +101,9 @@ def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
         raise ConfigError(f"{path or cls.__name__}: {err}", key=key) from None
 
 
+MAX_LENGTH = 65536  # the largest length or width a sequence setting may take: past any sequence a model holds
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One declared config key: its type, default, allowed range and meaning, validated with its dotted path.

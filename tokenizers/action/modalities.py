@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from unimask.config import Setting
+from unimask.config import MAX_LENGTH, Setting
 from unimask.errors import InputError
 from unimask.modality import Modality, SampleError, decode_npy
 
@@ -31,10 +31,10 @@ class ActionModality(Modality):
     scheduler = "confidence"
     delimiters = ("soa", "eoa")
     sequence_settings = (
-        Setting("action_horizon", int, 8, "actions per chunk", minimum=1),
-        Setting("action_dim", int, 4, "numbers per action", minimum=1),
+        Setting("action_horizon", int, 8, "actions per chunk", minimum=1, maximum=MAX_LENGTH),
+        Setting("action_dim", int, 4, "numbers per action", minimum=1, maximum=MAX_LENGTH),
         Setting("action_length", int | None, None, "codes per chunk for tokenizers whose code count varies (FAST); "
-                "unset: the tokenizer's own", minimum=1),
+                "unset: the tokenizer's own", minimum=1, maximum=MAX_LENGTH),
     )
 
     def load_tokenizer(self, directory: Any) -> Any:
