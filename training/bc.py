@@ -15,11 +15,10 @@ saved policy acts in real units without its training data, as LeRobot's policies
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from unimask.atomic import atomic_write, atomic_write_text
+from unimask.training.weights import load_weights, save_weights
 from unimask.encoders import random_shift
 
 CONFIG_FILE = "config.json"
@@ -107,24 +106,13 @@ class BCPolicy(nn.Module):
         return chunk[0].numpy()
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_FILE, lambda path: save_file(state, path))
-        atomic_write_text(directory / CONFIG_FILE, json.dumps(asdict(self.config), indent=2))
-        return directory
+        return save_weights(directory, self, self.config, WEIGHTS_FILE, CONFIG_FILE)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "BCPolicy":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        if not (directory / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{directory} has no {CONFIG_FILE}; train a policy there with train_bc first.")
-        policy = cls(BCConfig(**json.loads((directory / CONFIG_FILE).read_text())))
-        policy.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        config, state = load_weights(directory, WEIGHTS_FILE, CONFIG_FILE, "train a policy there with train_bc first")
+        policy = cls(BCConfig(**config))
+        policy.load_state_dict(state)
         return policy.eval()
 
 

@@ -7,8 +7,7 @@ weak judge can never produce a flattering number.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unimask.atomic import atomic_write, atomic_write_text
+from unimask.training.weights import load_weights, save_weights
 
 JUDGE_FILE = "judge.safetensors"
 JUDGE_CONFIG = "judge.json"
@@ -66,23 +65,13 @@ class ImageJudge:
         return float((self.predict(images) == np.asarray(labels)).mean())
 
     def save(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
-        atomic_write(directory / JUDGE_FILE, lambda tmp: save_file(state, tmp))
-        atomic_write_text(directory / JUDGE_CONFIG, json.dumps(asdict(self.config), indent=2))
-        return directory
+        return save_weights(directory, self.model, self.config, JUDGE_FILE, JUDGE_CONFIG)
 
     @classmethod
     def load(cls, directory: str | Path) -> "ImageJudge":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        if not (directory / JUDGE_FILE).is_file():
-            raise FileNotFoundError(f"{directory} has no {JUDGE_FILE}; train one with `unimask eval train-judge`.")
-        judge = cls(JudgeConfig(**json.loads((directory / JUDGE_CONFIG).read_text())))
-        judge.model.load_state_dict(load_file(str(directory / JUDGE_FILE)))
+        config, state = load_weights(directory, JUDGE_FILE, JUDGE_CONFIG, "train one with `unimask eval train-judge`")
+        judge = cls(JudgeConfig(**config))
+        judge.model.load_state_dict(state)
         judge.model.eval()
         return judge
 
