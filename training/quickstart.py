@@ -60,7 +60,7 @@ PLANS = {
                             train_steps=1700, batch_size=32, lr=2e-3, shapes_weight=0.25, eval_caption=200,
                             eval_t2i_per_class=20, eval_shapes=60, eval_vla_episodes=10, judge_epochs=6,
                             vla_weight=2.5),
-    # The same model for about 70 minutes of steps; 100 demonstrations per task, one frame in four of each kept (ten
+    # The same model for about an hour of steps (56 min measured); 100 demonstrations per task, one frame in four of each kept (ten
     # times the episodes of quick mode for the same rendering time per sample); MT10 weighs most.
     "full": QuickstartPlan(shapes_train=20000, shapes_test=2000, mt10_train_episodes=100, mt10_test_episodes=5,
                            vq_steps=800, vq_max_images=30000,

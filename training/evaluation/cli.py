@@ -137,7 +137,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pat
                      fix="at most one step per action code", error=ConfigError)
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
-    rollouts = None
+    rollouts, threads = None, torch.get_num_threads()
     if "vla" in tasks and vla_workers > 1:
         # Rollouts run in worker processes while this process decodes captions and images on one thread: every core
         # has one job, and no multi-threaded job waits on a core another one holds (which can multiply its time).
@@ -172,6 +172,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pat
         start = time.time()
         results["vla"] = rollouts.result() if rollouts else suite.evaluate_vla(pipe, episodes=vla_episodes,
                                                                                seeds=vla_seeds, **decoding)
+        torch.set_num_threads(threads)  # the rollouts' cores are free again
         results["vla"]["decoding"] = decoding
         timings["vla"] = rollouts.seconds if rollouts else time.time() - start
     if "clip" in tasks:
